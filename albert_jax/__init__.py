@@ -1,0 +1,1 @@
+"""albert_jax: ALBERT in JAX/Flax (model, checkpoint interop, data, training)."""

@@ -1,0 +1,150 @@
+"""Name tables between our parameter tree, Hugging Face state-dict keys and official TF1 variables.
+
+Everything is expressed against Hugging Face keys (hf_albert.md §2.3) as the hub between formats:
+an official TF1 variable maps to one HF key (the mapping `load_tf_weights_in_albert` implements,
+hf_albert.md §4.2), and an HF key maps to one slice of one leaf of our tree. An HF "unique layer" is
+(group g, inner layer n); in our tree it is a slice of a leaf stacked on the `groups` axis (and on the
+`layers` axis when layers are not shared), see `layer_slice`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional
+
+from albert_jax.model_config import ModelConfig
+
+# (path inside one of our `albert_layers_{n}` sub-trees, HF suffix after `albert_layers.{n}.`).
+_LAYER_LEAVES = tuple(
+    [((("attention", m, "kernel")), f"attention.{m}.weight") for m in ("query", "key", "value",
+                                                                       "dense")]
+    + [((("attention", m, "bias")), f"attention.{m}.bias") for m in ("query", "key", "value",
+                                                                     "dense")]
+    + [(("attention", "LayerNorm", "scale"), "attention.LayerNorm.weight"),
+       (("attention", "LayerNorm", "bias"), "attention.LayerNorm.bias"),
+       (("ffn", "kernel"), "ffn.weight"), (("ffn", "bias"), "ffn.bias"),
+       (("ffn_output", "kernel"), "ffn_output.weight"), (("ffn_output", "bias"), "ffn_output.bias"),
+       (("full_layer_layer_norm", "scale"), "full_layer_layer_norm.weight"),
+       (("full_layer_layer_norm", "bias"), "full_layer_layer_norm.bias")])
+
+# Official TF1 scope of each HF layer suffix (below .../group_{g}/inner_group_{n}/).
+_TF_LAYER = {
+    "attention.query": "attention_1/self/query", "attention.key": "attention_1/self/key",
+    "attention.value": "attention_1/self/value", "attention.dense": "attention_1/output/dense",
+    "attention.LayerNorm": "LayerNorm", "ffn": "ffn_1/intermediate/dense",
+    "ffn_output": "ffn_1/intermediate/output/dense", "full_layer_layer_norm": "LayerNorm_1",
+}
+
+# Which head a top-level HF key belongs to (None: part of the encoder, always required).
+HEADS = ("pooler", "mlm", "sop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+  """One HF tensor: where it lives in our tree and how its layout differs."""
+
+  hf_key: str
+  path: tuple[str, ...]           # leaf path in the AlbertForPreTraining tree
+  index: tuple[int, ...] = ()     # slice of a stacked leaf (groups[, layers])
+  transpose: bool = False         # PyTorch Linear weight [out, in] vs Flax kernel [in, out]
+  head: Optional[str] = None      # one of HEADS, or None for the encoder
+
+
+def hf_layout(cfg: ModelConfig) -> tuple[int, int]:
+  """(num_hidden_groups, inner_group_num) of the equivalent HF model.
+
+  Fully shared groups map one to one. Unshared layers ('none') map to one HF group per layer,
+  since HF groups are contiguous blocks of layers with their own weights. Partial sharing has no
+  HF counterpart.
+  """
+  if cfg.layer_sharing == "all":
+    return cfg.num_hidden_groups, cfg.inner_group_num
+  if cfg.layer_sharing == "none":
+    return cfg.num_hidden_layers, cfg.inner_group_num
+  raise ValueError(f"model config field 'layer_sharing'={cfg.layer_sharing!r} shares only part of "
+                   "each layer; Hugging Face and official checkpoints cannot represent it "
+                   "(use 'all' or 'none')")
+
+
+def layer_slice(cfg: ModelConfig, hf_group: int) -> tuple[int, ...]:
+  """Index into our stacked encoder leaves for HF group `hf_group`."""
+  if cfg.layer_sharing == "all":
+    return (hf_group,)
+  per_group = cfg.layers_per_group
+  return (hf_group // per_group, hf_group % per_group)
+
+
+def tensors(cfg: ModelConfig) -> Iterator[Tensor]:
+  """Every HF tensor of AlbertForPreTraining for this config (aliases of tied weights excluded)."""
+  emb = ("albert", "embeddings")
+  for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+    yield Tensor(f"albert.embeddings.{name}.weight", emb + (name, "embedding"))
+  for ours, hf in (("scale", "weight"), ("bias", "bias")):
+    yield Tensor(f"albert.embeddings.LayerNorm.{hf}", emb + ("LayerNorm", ours))
+  if cfg.has_embedding_projection:
+    base = ("albert", "encoder", "embedding_hidden_mapping_in")
+    yield Tensor("albert.encoder.embedding_hidden_mapping_in.weight", base + ("kernel",),
+                 transpose=True)
+    yield Tensor("albert.encoder.embedding_hidden_mapping_in.bias", base + ("bias",))
+  groups, inner = hf_layout(cfg)
+  for g in range(groups):
+    for n in range(inner):
+      prefix = f"albert.encoder.albert_layer_groups.{g}.albert_layers.{n}."
+      for sub_path, suffix in _LAYER_LEAVES:
+        path = ("albert", "encoder", "groups", "layers", f"albert_layers_{n}") + sub_path
+        yield Tensor(prefix + suffix, path, layer_slice(cfg, g), transpose=path[-1] == "kernel")
+  for ours, hf in (("kernel", "weight"), ("bias", "bias")):
+    yield Tensor(f"albert.pooler.{hf}", ("albert", "pooler", ours), transpose=ours == "kernel",
+                 head="pooler")
+  for module in ("dense", "LayerNorm"):
+    for ours, hf in ((("kernel", "weight") if module == "dense" else ("scale", "weight")),
+                     ("bias", "bias")):
+      yield Tensor(f"predictions.{module}.{hf}", ("predictions", module, ours),
+                   transpose=ours == "kernel", head="mlm")
+  yield Tensor("predictions.bias", ("predictions", "bias"), head="mlm")
+  for ours, hf in (("kernel", "weight"), ("bias", "bias")):
+    yield Tensor(f"sop_classifier.classifier.{hf}", ("sop_classifier", "classifier", ours),
+                 transpose=ours == "kernel", head="sop")
+
+
+# HF keys that are not parameters of their own: buffers of old checkpoints and tied aliases.
+HF_IGNORED = ("albert.embeddings.position_ids",)
+HF_TIED_ALIASES = {"predictions.decoder.weight": "albert.embeddings.word_embeddings.weight",
+                   "predictions.decoder.bias": "predictions.bias"}
+
+
+def tf_name(hf_key: str) -> str:
+  """Official TF1 variable name of an HF key (the inverse of load_tf_weights_in_albert)."""
+  fixed = {
+      "albert.embeddings.LayerNorm.weight": "bert/embeddings/LayerNorm/gamma",
+      "albert.embeddings.LayerNorm.bias": "bert/embeddings/LayerNorm/beta",
+      "predictions.LayerNorm.weight": "cls/predictions/transform/LayerNorm/gamma",
+      "predictions.LayerNorm.bias": "cls/predictions/transform/LayerNorm/beta",
+      "predictions.dense.weight": "cls/predictions/transform/dense/kernel",
+      "predictions.dense.bias": "cls/predictions/transform/dense/bias",
+      "predictions.bias": "cls/predictions/output_bias",
+      "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
+      "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias",
+      "albert.pooler.weight": "bert/pooler/dense/kernel",
+      "albert.pooler.bias": "bert/pooler/dense/bias",
+      "albert.encoder.embedding_hidden_mapping_in.weight":
+          "bert/encoder/embedding_hidden_mapping_in/kernel",
+      "albert.encoder.embedding_hidden_mapping_in.bias":
+          "bert/encoder/embedding_hidden_mapping_in/bias",
+  }
+  if hf_key in fixed:
+    return fixed[hf_key]
+  if hf_key.startswith("albert.embeddings."):  # the three embedding tables
+    return "bert/embeddings/" + hf_key.split(".")[2]
+  # albert.encoder.albert_layer_groups.{g}.albert_layers.{n}.{module...}.{weight|bias}
+  parts = hf_key.split(".")
+  group, inner, module, leaf = parts[3], parts[5], ".".join(parts[6:-1]), parts[-1]
+  is_norm = module.endswith("LayerNorm") or module == "full_layer_layer_norm"
+  tf_leaf = {"weight": "gamma" if is_norm else "kernel", "bias": "beta" if is_norm else "bias"}[leaf]
+  return (f"bert/encoder/transformer/group_{group}/inner_group_{inner}/"
+          f"{_TF_LAYER[module]}/{tf_leaf}")
+
+
+def tf_transpose(hf_key: str) -> bool:
+  """TF kernels are [in, out] like Flax; HF Linear weights are [out, in]."""
+  return tf_name(hf_key).endswith("/kernel")

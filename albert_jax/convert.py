@@ -1,0 +1,352 @@
+"""Checkpoint interop: Hugging Face and official TF1 ALBERT checkpoints <-> albert_jax parameters.
+
+    config, params = load_hf(hf_dir)                      # config.json + safetensors / .bin
+    config, params = load_tf(ckpt_prefix, albert_config_json)
+    save_hf(config, params, out_dir)                      # AlbertForPreTraining.from_pretrained(out_dir)
+    save_checkpoint(config, params, dir) / load_checkpoint(dir)   # our own (orbax) format
+
+`params` is the AlbertForPreTraining tree (see modeling.py). Loading is strict: every missing,
+unexpected or mis-shaped tensor is listed in one error. Heads absent from a source (HF hub
+checkpoints have no SOP head; AlbertModel/AlbertForMaskedLM layouts lack others) are errors
+unless `allow_missing_heads=True`, in which case they are freshly initialized and reported.
+
+CLI:
+    python -m albert_jax.convert --hf_dir=DIR --out_checkpoint=OUT
+    python -m albert_jax.convert --tf_checkpoint=PREFIX --albert_config=JSON --out_hf=OUT
+    python -m albert_jax.convert --checkpoint=DIR --out_hf=OUT
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+import flax.linen as nn
+
+from albert_jax import checkpoint_names as names
+from albert_jax import modeling
+from albert_jax.model_config import ModelConfig
+
+Params = dict[str, Any]
+
+# HF hidden_act -> ours. HF "gelu" is the exact erf form; the official "gelu" is the tanh form.
+_HF_ACT_TO_OURS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu",
+                   "gelu_fast": "gelu", "relu": "relu", "tanh": "tanh", "silu": "silu",
+                   "swish": "silu"}
+_OURS_ACT_TO_HF = {"gelu": "gelu_new", "gelu_new": "gelu_new", "gelu_exact": "gelu",
+                   "relu": "relu", "tanh": "tanh", "silu": "silu"}
+# Fields shared by name by the official AlbertConfig, HF's AlbertConfig and ours.
+_COMMON_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                  "num_hidden_groups", "num_attention_heads", "intermediate_size",
+                  "inner_group_num", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                  "max_position_embeddings", "type_vocab_size", "initializer_range")
+
+
+# ------------------------------------------------------------------------------------------------
+# Tensor dict (HF keys, PyTorch layout) <-> our tree
+# ------------------------------------------------------------------------------------------------
+
+def abstract_params(cfg: ModelConfig) -> Params:
+  """Shapes and dtypes of the AlbertForPreTraining tree, without allocating it."""
+  model = modeling.AlbertForPreTraining(cfg)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
+  return nn.unbox(shapes["params"])
+
+
+def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], *,
+                           allow_missing_heads: bool = False, strict: bool = True,
+                           seed: int = 0, source: str = "checkpoint") -> Params:
+  """Builds our tree from HF-keyed arrays in PyTorch layout; see the module docstring."""
+  abstract = traverse_util.flatten_dict(abstract_params(cfg))
+  flat = {path: np.zeros(a.shape, a.dtype) for path, a in abstract.items()}
+  missing, shape_errors, missing_heads = [], [], set()
+  expected = list(names.tensors(cfg))
+  for t in expected:
+    if t.hf_key not in tensors:
+      (missing_heads.add(t.head) if t.head else missing.append(t.hf_key))
+      continue
+    value = np.asarray(tensors[t.hf_key])
+    if t.transpose:
+      value = value.T
+    target_shape = abstract[t.path].shape[len(t.index):]
+    if value.shape != target_shape:
+      shape_errors.append(f"{t.hf_key}: {source} has {value.shape}"
+                          f"{' (transposed)' if t.transpose else ''}, model expects {target_shape}")
+      continue
+    flat[t.path][t.index] = value
+  for alias, target in names.HF_TIED_ALIASES.items():
+    if alias in tensors and target in tensors and not np.array_equal(tensors[alias],
+                                                                     tensors[target]):
+      shape_errors.append(f"{alias} differs from {target}: untied weights are not supported")
+  known = {t.hf_key for t in expected} | set(names.HF_IGNORED) | set(names.HF_TIED_ALIASES)
+  unexpected = sorted(k for k in tensors if k not in known)
+  if missing_heads and not allow_missing_heads:
+    missing += [t.hf_key for t in expected if t.head in missing_heads]
+  problems = ([f"missing: {k}" for k in missing] + [f"shape mismatch: {e}" for e in shape_errors]
+              + ([f"unexpected: {k}" for k in unexpected] if strict else []))
+  if problems:
+    hint = (" (pass allow_missing_heads=True to initialize absent heads)"
+            if missing_heads and not allow_missing_heads else "")
+    raise ValueError(f"{source} does not fit the model config{hint}:\n  " + "\n  ".join(problems))
+  if unexpected:
+    logging.warning("ignored %d tensors of %s not used by the model: %s", len(unexpected), source,
+                    unexpected)
+  if missing_heads:
+    fresh = traverse_util.flatten_dict(init_params(cfg, seed))
+    head_paths = {t.path for t in expected if t.head in missing_heads}
+    for path in head_paths:
+      flat[path] = np.asarray(fresh[path])
+    logging.warning("%s has no %s head(s): initialized them randomly (seed %d): %s", source,
+                    sorted(missing_heads), seed, sorted("/".join(p) for p in head_paths))
+  return traverse_util.unflatten_dict(flat)
+
+
+def hf_tensors_from_params(cfg: ModelConfig, params: Params) -> dict[str, np.ndarray]:
+  """Our tree -> HF-keyed arrays in PyTorch layout. Heads absent from `params` are skipped."""
+  flat = traverse_util.flatten_dict(nn.unbox(params))
+  out = {}
+  for t in names.tensors(cfg):
+    if t.path not in flat:
+      if t.head is None:
+        raise ValueError(f"params lack the encoder tensor {'/'.join(t.path)}")
+      continue
+    value = np.asarray(jax.device_get(flat[t.path]))[t.index]
+    out[t.hf_key] = np.ascontiguousarray(value.T if t.transpose else value)
+  if not cfg.has_embedding_projection:
+    # HF always applies the E -> H projection; the official E == H model has none: identity.
+    h = cfg.hidden_size
+    out["albert.encoder.embedding_hidden_mapping_in.weight"] = np.eye(h, dtype=np.float32)
+    out["albert.encoder.embedding_hidden_mapping_in.bias"] = np.zeros(h, np.float32)
+  return out
+
+
+def init_params(cfg: Any, seed: int = 0) -> Params:
+  """Fresh AlbertForPreTraining parameters (unboxed)."""
+  model = modeling.AlbertForPreTraining(cfg)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 2), jnp.int32))
+  return nn.unbox(variables["params"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face
+# ------------------------------------------------------------------------------------------------
+
+def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
+  act = hf_config.get("hidden_act", "gelu_new")
+  if act not in _HF_ACT_TO_OURS:
+    raise ValueError(f"config.json field 'hidden_act'={act!r} is not supported; "
+                     f"allowed: {sorted(_HF_ACT_TO_OURS)}")
+  fields = {k: hf_config[k] for k in _COMMON_FIELDS if k in hf_config}
+  return ModelConfig(**fields, hidden_act=_HF_ACT_TO_OURS[act],
+                     layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+                     classifier_dropout_prob=hf_config.get("classifier_dropout_prob", 0.1),
+                     # HF always has the E -> H projection, even when E == H.
+                     use_embedding_projection=True, layer_sharing="all")
+
+
+def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+  groups, inner = names.hf_layout(cfg)
+  out = {k: getattr(cfg, k) for k in _COMMON_FIELDS}
+  out.update(num_hidden_groups=groups, inner_group_num=inner,
+             hidden_act=_OURS_ACT_TO_HF[cfg.hidden_act], layer_norm_eps=cfg.layer_norm_eps,
+             classifier_dropout_prob=cfg.classifier_dropout_prob, model_type="albert",
+             architectures=["AlbertForPreTraining"], pad_token_id=0, bos_token_id=2,
+             eos_token_id=3, tie_word_embeddings=True)
+  return out
+
+
+def _read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  files = [f for f in ("model.safetensors.index.json", "model.safetensors",
+                       "pytorch_model.bin.index.json", "pytorch_model.bin")
+           if os.path.exists(os.path.join(hf_dir, f))]
+  if not files:
+    raise FileNotFoundError(f"{hf_dir} has no model.safetensors or pytorch_model.bin "
+                            "(nor a sharded index of them)")
+  path = os.path.join(hf_dir, files[0])
+  if path.endswith(".index.json"):
+    with open(path) as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+    paths = [os.path.join(hf_dir, s) for s in shards]
+  else:
+    paths = [path]
+  tensors = {}
+  for p in paths:
+    if p.endswith(".safetensors"):
+      tensors.update(load_file(p))
+    else:
+      try:
+        import torch  # pylint: disable=g-import-not-at-top
+      except ImportError as e:
+        raise ImportError(f"reading {p} needs torch (pip install torch); safetensors "
+                          "checkpoints need only the safetensors package") from e
+      state = torch.load(p, map_location="cpu", weights_only=True)
+      tensors.update({k: v.float().numpy() if v.is_floating_point() else v.numpy()
+                      for k, v in state.items()})
+  # AlbertModel.save_pretrained writes keys without the "albert." prefix.
+  if not any(k.startswith("albert.") for k in tensors):
+    tensors = {("albert." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
+               for k, v in tensors.items()}
+  return tensors
+
+
+def load_hf(hf_dir: str, *, allow_missing_heads: bool = False, strict: bool = True,
+            seed: int = 0) -> tuple[ml_collections.ConfigDict, Params]:
+  """Loads a Hugging Face ALBERT directory (AlbertForPreTraining/AlbertModel/AlbertForMaskedLM)."""
+  config_path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{config_path} not found: not a Hugging Face model directory")
+  with open(config_path) as f:
+    cfg = config_from_hf(json.load(f))
+  params = params_from_hf_tensors(cfg, _read_hf_tensors(hf_dir),
+                                  allow_missing_heads=allow_missing_heads, strict=strict,
+                                  seed=seed, source=hf_dir)
+  return cfg.to_config_dict(), params
+
+
+def save_hf(config: Any, params: Params, out_dir: str) -> None:
+  """Writes config.json + model.safetensors loadable by transformers.AlbertForPreTraining."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  cfg = ModelConfig.from_any(config)
+  tensors = hf_tensors_from_params(cfg, params)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(config_to_hf(cfg), f, indent=2, sort_keys=True)
+  save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Official TF1 checkpoints (tar releases and TF-Hub exports)
+# ------------------------------------------------------------------------------------------------
+
+_TF_SKIP = ("adam_m", "adam_v", "lamb_m", "lamb_v", "AdamWeightDecayOptimizer", "global_step")
+
+
+def config_from_official(official: Mapping[str, Any]) -> ModelConfig:
+  # Official "gelu" is the tanh approximation, which is also our "gelu".
+  acts = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "swish": "silu"}
+  act = official.get("hidden_act", "gelu")
+  if act not in acts:
+    raise ValueError(f"albert_config.json field 'hidden_act'={act!r} is not supported; "
+                     f"allowed: {sorted(acts)}")
+  fields = {k: official[k] for k in _COMMON_FIELDS if k in official}
+  return ModelConfig(**fields, hidden_act=acts[act], layer_sharing="all")
+
+
+def _resolve_tf_checkpoint(path: str) -> str:
+  """Accepts a checkpoint prefix, a directory with a `checkpoint` file, or a TF-Hub module dir."""
+  if os.path.isdir(path):
+    hub_variables = os.path.join(path, "variables", "variables")
+    if os.path.exists(hub_variables + ".index"):
+      return hub_variables
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise FileNotFoundError(f"{path} holds no TF checkpoint (no 'checkpoint' file and no "
+                              "TF-Hub variables/variables.index)")
+    return latest
+  if not os.path.exists(path + ".index"):
+    raise FileNotFoundError(f"TF checkpoint {path}.index not found")
+  return path
+
+
+def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: bool = False,
+            strict: bool = True, seed: int = 0) -> tuple[ml_collections.ConfigDict, Params]:
+  """Loads an official TF1 ALBERT checkpoint (optimizer slots and global_step are ignored)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with open(albert_config_json) as f:
+    cfg = config_from_official(json.load(f))
+  prefix = _resolve_tf_checkpoint(ckpt_prefix)
+  reader = tf.train.load_checkpoint(prefix)
+  by_tf_name = {names.tf_name(t.hf_key): t.hf_key for t in names.tensors(cfg)}
+  tensors, unexpected = {}, {}
+  for var in reader.get_variable_to_shape_map():
+    name = var[len("module/"):] if var.startswith("module/") else var
+    if any(part in _TF_SKIP for part in name.split("/")):
+      continue
+    value = reader.get_tensor(var)
+    if name in by_tf_name:
+      hf_key = by_tf_name[name]
+      tensors[hf_key] = value.T if names.tf_transpose(hf_key) else value
+    else:
+      unexpected["tf:" + name] = value
+  tensors.update(unexpected)  # reported as unexpected by the strict check
+  params = params_from_hf_tensors(cfg, tensors, allow_missing_heads=allow_missing_heads,
+                                  strict=strict, seed=seed, source=prefix)
+  return cfg.to_config_dict(), params
+
+
+# ------------------------------------------------------------------------------------------------
+# Our own checkpoint format: orbax PyTree of params + the model config as JSON.
+# ------------------------------------------------------------------------------------------------
+
+def save_checkpoint(config: Any, params: Params, directory: str) -> None:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  cfg = ModelConfig.from_any(config)
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "model_config.json"), "w") as f:
+    json.dump(cfg.to_config_dict().to_dict(), f, indent=2, sort_keys=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, "params"), nn.unbox(params), force=True)
+  checkpointer.wait_until_finished()
+
+
+def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = os.path.abspath(directory)
+  config_path = os.path.join(directory, "model_config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{config_path} not found: not an albert_jax checkpoint directory")
+  with open(config_path) as f:
+    cfg = ModelConfig.from_any(json.load(f))
+  params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"))
+  return cfg.to_config_dict(), params
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+def main(argv: Optional[list[str]] = None) -> None:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m albert_jax.convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  src = parser.add_mutually_exclusive_group(required=True)
+  src.add_argument("--hf_dir", help="Hugging Face ALBERT directory")
+  src.add_argument("--tf_checkpoint", help="official TF1 checkpoint prefix or TF-Hub module dir")
+  src.add_argument("--checkpoint", help="albert_jax checkpoint directory (save_checkpoint)")
+  parser.add_argument("--albert_config", help="albert_config.json (with --tf_checkpoint)")
+  parser.add_argument("--out_hf", help="write a Hugging Face directory here")
+  parser.add_argument("--out_checkpoint", help="write an albert_jax checkpoint here")
+  parser.add_argument("--allow_missing_heads", action="store_true",
+                      help="initialize heads absent from the source instead of failing")
+  args = parser.parse_args(argv)
+  if not (args.out_hf or args.out_checkpoint):
+    parser.error("give --out_hf and/or --out_checkpoint")
+  if args.tf_checkpoint and not args.albert_config:
+    parser.error("--tf_checkpoint needs --albert_config")
+  if args.hf_dir:
+    config, params = load_hf(args.hf_dir, allow_missing_heads=args.allow_missing_heads)
+  elif args.tf_checkpoint:
+    config, params = load_tf(args.tf_checkpoint, args.albert_config,
+                             allow_missing_heads=args.allow_missing_heads)
+  else:
+    config, params = load_checkpoint(args.checkpoint)
+  if args.out_hf:
+    save_hf(config, params, args.out_hf)
+    print(f"wrote Hugging Face model to {args.out_hf}")
+  if args.out_checkpoint:
+    save_checkpoint(config, params, args.out_checkpoint)
+    print(f"wrote albert_jax checkpoint to {args.out_checkpoint}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,61 @@
+"""Small building blocks shared by the encoder and the heads: activations, Dense, LayerNorm.
+
+They carry the official numerics (truncated-normal init with `initializer_range`, zero biases,
+float32 LayerNorm with `layer_norm_eps`) and logical axis names on every parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from albert_jax.model_config import ModelConfig
+
+Array = jax.Array
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+  """Maps `hidden_act` to a function ("gelu" is the official tanh approximation)."""
+  return {
+      "gelu": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),
+      "relu": jax.nn.relu,
+      "tanh": jnp.tanh,
+      "silu": jax.nn.silu,
+  }[name]
+
+
+def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str,
+          use_bias: bool = True, init_salt: Optional[Array] = None) -> nn.Dense:
+  """A Dense with the official truncated-normal init and logical axis names on its parameters.
+
+  `init_salt` (an integer, possibly traced) is folded into the kernel's init key: the depth scan
+  gives every step the same 'params' key (so that broadcast, shared weights do not depend on the
+  step) and the step index is folded in here to draw distinct weights for unshared layers.
+  """
+  kernel_init = nn.initializers.truncated_normal(cfg.initializer_range)
+  if init_salt is not None:
+    base_init = kernel_init
+    kernel_init = lambda key, *a: base_init(jax.random.fold_in(key, init_salt), *a)
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]))
+
+
+def layer_norm(cfg: ModelConfig, axis_name: str, name: str) -> nn.LayerNorm:
+  """LayerNorm computed in float32 (eps 1e-12 by default) whatever the compute dtype."""
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=jnp.float32, param_dtype=cfg.param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis_name,)))
+
+
+def constrain(x: Array, names: tuple[str, ...]) -> Array:
+  """Sharding constraint by logical names (a no-op outside a mesh + axis-rules context)."""
+  return nn.with_logical_constraint(x, names)

@@ -1,0 +1,378 @@
+"""ALBERT in Flax linen: factorized embeddings, a post-LN block shared across depth by `nn.scan`.
+
+Parameter tree of `AlbertModel` (leaf names follow Hugging Face's Flax ALBERT so conversion is by
+name; shapes with E = embedding_size, H = hidden_size, I = intermediate_size, G = num_hidden_groups,
+N = inner_group_num, L = num_hidden_layers):
+
+    embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding
+    embeddings/LayerNorm/{scale,bias}                                   [E]
+    encoder/embedding_hidden_mapping_in/{kernel [E,H], bias}            (if use_embedding_projection)
+    encoder/groups/layers/albert_layers_{n}/attention/{query,key,value,dense,LayerNorm}
+    encoder/groups/layers/albert_layers_{n}/{ffn,ffn_output,full_layer_layer_norm}
+    pooler/{kernel,bias}
+
+Every encoder leaf has a leading `groups` axis of size G (contiguous blocks of L/G layers, official
+semantics). Inside a group the L/G layers are one `nn.scan`: parameters shared across depth are
+broadcast (no extra axis) and unshared ones are stacked on a `layers` axis of size L/G. Which
+sub-trees are shared is `layer_sharing`: "all" (ALBERT), "attention" (attention + its LayerNorm),
+"ffn" (ffn, ffn_output, full_layer_layer_norm) or "none" (BERT when G = 1). With "all" the tree does
+not depend on L, so a shallow checkpoint initializes a deeper model (the paper's warm start).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+
+from albert_jax import heads
+from albert_jax.layers import activation, constrain, dense, layer_norm
+from albert_jax.model_config import ModelConfig
+
+Array = jax.Array
+
+# Official ALBERT adds (1 - mask) * -10000 to the attention scores. Scores and softmax are always
+# computed in float32 here, where -10000 drives masked probabilities to exactly 0 for any realistic
+# score, so the official constant is also dtype-safe (a finfo.min would overflow to -inf on addition).
+MASK_BIAS = -10000.0
+
+# Sub-trees of one layer that `layer_sharing` shares across depth (names as in the tree above).
+_SHARED_KEYS = {
+    "all": ("attention", "ffn", "ffn_output", "full_layer_layer_norm"),
+    "attention": ("attention",),
+    "ffn": ("ffn", "ffn_output", "full_layer_layer_norm"),
+    "none": (),
+}
+
+
+class AlbertEmbeddings(nn.Module):
+  """word (V x E) + token type + position embeddings, LayerNorm and dropout in E-space."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.truncated_normal(cfg.initializer_range)
+
+    def embed(num, name):
+      return nn.Embed(num, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      embedding_init=nn.with_logical_partitioning(
+                          init, ("vocab" if name == "word_embeddings" else None, "embed")),
+                      name=name)
+
+    self.word_embeddings = embed(cfg.vocab_size, "word_embeddings")
+    self.position_embeddings = embed(cfg.max_position_embeddings, "position_embeddings")
+    self.token_type_embeddings = embed(cfg.type_vocab_size, "token_type_embeddings")
+    self.layer_norm = layer_norm(cfg, "embed", "LayerNorm")
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+    seq_len = input_ids.shape[-1]
+    x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+         + self.position_embeddings(jnp.arange(seq_len))[None])
+    x = self.layer_norm(x).astype(self.config.dtype)
+    return self.dropout(x, deterministic=deterministic)
+
+  def attend(self, x: Array) -> Array:
+    """Logits against the word embedding table (the MLM output layer is tied to it)."""
+    return self.word_embeddings.attend(x)
+
+
+class AlbertAttention(nn.Module):
+  """Multi-head self-attention with output dense, dropout, residual and post-LayerNorm."""
+
+  config: ModelConfig
+  init_salt: Optional[Array] = None  # see layers.dense; None when the attention is shared
+
+  @nn.compact
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    heads_, head_dim = cfg.num_attention_heads, cfg.head_dim
+
+    def project(name):
+      y = dense(cfg, cfg.hidden_size, ("hidden", "heads"), name, init_salt=self.init_salt)(x)
+      return y.reshape(y.shape[:-1] + (heads_, head_dim))
+
+    q, k, v = project("query"), project("key"), project("value")
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(head_dim)) + mask_bias
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    context = jnp.einsum("bnqk,bknd->bqnd", probs.astype(cfg.dtype), v)
+    context = context.reshape(context.shape[:2] + (cfg.hidden_size,))
+    out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
+        context)
+    out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic)
+    return layer_norm(cfg, "hidden", "LayerNorm")(out + x).astype(cfg.dtype)
+
+
+class AlbertLayer(nn.Module):
+  """One post-LN Transformer block (official `attention_ffn_block`).
+
+  `step` is the index of this layer's step in the depth scan (or None outside a scan); it salts
+  the init of the sub-trees that are not shared across depth.
+  """
+
+  config: ModelConfig
+  step: Optional[Array] = None
+
+  @nn.compact
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    shared = _SHARED_KEYS[cfg.layer_sharing]
+    salt = lambda key: None if key in shared else self.step
+    a = AlbertAttention(cfg, init_salt=salt("attention"), name="attention")(
+        x, mask_bias, deterministic)
+    h = dense(cfg, cfg.intermediate_size, ("hidden", "mlp"), "ffn", init_salt=salt("ffn"))(a)
+    h = activation(cfg.hidden_act)(h)
+    f = dense(cfg, cfg.hidden_size, ("mlp", "hidden"), "ffn_output",
+              init_salt=salt("ffn_output"))(h)
+    f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
+    out = layer_norm(cfg, "hidden", "full_layer_layer_norm")(f + a).astype(cfg.dtype)
+    return constrain(out, ("act_batch", "act_len", "act_hidden"))
+
+
+class AlbertLayerStep(nn.Module):
+  """One step of depth: the N inner layers of a group, each with its own weights."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool, step: Array):
+    for n in range(self.config.inner_group_num):
+      x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
+          x, mask_bias, deterministic)
+    return x, None
+
+
+def _split_shared(shared_keys):
+  """map_variables functions moving the shared sub-trees of each layer to a 'shared' collection.
+
+  A leaf is shared when its path goes through one of `shared_keys` (e.g. .../attention/...).
+  """
+
+  def split(target):
+    out = {"params": {}, "shared": {}}
+    for col, tree in target.items():
+      for path, leaf in traverse_util.flatten_dict(tree).items():
+        out["shared" if set(path) & set(shared_keys) else "params"][path] = leaf
+    return {col: traverse_util.unflatten_dict(flat) for col, flat in out.items()}
+
+  def merge(target):
+    flat = {}
+    for tree in target.values():
+      flat.update(traverse_util.flatten_dict(tree))
+    return {"params": traverse_util.unflatten_dict(flat)}
+
+  return split, merge
+
+
+def _depth_scan(cfg: ModelConfig):
+  """The L/G steps of one group as a scanned module class, sharing per `layer_sharing`.
+
+  The scanned call is (x, mask_bias, deterministic, steps) with steps = arange(L/G). The
+  'params' rng is not split across steps (broadcast weights must not depend on the step);
+  unshared weights are decorrelated by folding the step index into their init key instead.
+  """
+  step = AlbertLayerStep
+  if cfg.remat_policy != "none":
+    # static_argnums counts self: (self, x, mask_bias, deterministic, step).
+    step = nn.remat(step, prevent_cse=False, static_argnums=(3,),
+                    policy=getattr(jax.checkpoint_policies, cfg.remat_policy))
+  common = dict(in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.layers_per_group,
+                split_rngs={"params": False, "dropout": True})
+  if cfg.layer_sharing == "all":
+    return nn.scan(step, variable_broadcast="params", **common)
+  stacked = dict(variable_axes={"params": 0}, metadata_params={nn.PARTITION_NAME: "layers"},
+                 **common)
+  if cfg.layer_sharing == "none":
+    return nn.scan(step, **stacked)
+  # Partial sharing: inside the scan the shared sub-trees live in a separate 'shared' collection
+  # that is broadcast, while 'params' is stacked.
+  # AlbertEncoder maps them back (the group scan in between stacks both collections).
+  split, merge = _split_shared(_SHARED_KEYS[cfg.layer_sharing])
+  inner = nn.map_variables(step, ["params", "shared"], trans_in_fn=merge, trans_out_fn=split,
+                           mutable=True)
+  return nn.scan(inner, variable_broadcast="shared", **stacked)
+
+
+class AlbertGroup(nn.Module):
+  """One group of L/G consecutive layers."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool):
+    steps = jnp.arange(self.config.layers_per_group)
+    x, _ = _depth_scan(self.config)(self.config, name="layers")(
+        x, mask_bias, deterministic, steps)
+    return x, None
+
+
+class AlbertEncoder(nn.Module):
+  """E -> H projection, then G groups (an outer scan with per-group weights)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    if cfg.has_embedding_projection:
+      x = dense(cfg, cfg.hidden_size, ("embed", "hidden"), "embedding_hidden_mapping_in")(x)
+    x = constrain(x, ("act_batch", "act_len", "act_hidden"))
+    groups = nn.scan(AlbertGroup, variable_axes={"params": 0, "shared": 0},
+                     split_rngs={"params": True, "dropout": True},
+                     in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_hidden_groups,
+                     metadata_params={nn.PARTITION_NAME: "groups"})
+    if cfg.layer_sharing in ("attention", "ffn"):
+      # Partially shared weights cross the group scan in the 'shared' collection (see
+      # _depth_scan); merge them back so users only ever see 'params'.
+      split, merge = _split_shared(_SHARED_KEYS[cfg.layer_sharing])
+      groups = nn.map_variables(groups, ["params", "shared"], trans_in_fn=split,
+                                trans_out_fn=merge, mutable=True)
+    x, _ = groups(cfg, name="groups")(x, mask_bias, deterministic)
+    return x
+
+
+def attention_mask_bias(attention_mask: Array) -> Array:
+  """[B, T] 1/0 mask -> additive [B, 1, 1, T] float32 bias on the keys (official semantics)."""
+  return (1.0 - attention_mask.astype(jnp.float32))[:, None, None, :] * MASK_BIAS
+
+
+class _ValidatedConfigModule(nn.Module):
+  """Base for modules taking `config`: normalizes it to a validated ModelConfig at construction."""
+
+  config: Any
+
+  def __post_init__(self):
+    object.__setattr__(self, "config", ModelConfig.from_any(self.config))
+    super().__post_init__()
+
+
+class AlbertModel(_ValidatedConfigModule):
+  """Embeddings + encoder + pooler. Returns sequence_output [B,T,H] and pooled_output [B,H]."""
+
+  add_pooling_layer: bool = True
+
+  def setup(self):
+    cfg = self.config
+    self.embeddings = AlbertEmbeddings(cfg)
+    self.encoder = AlbertEncoder(cfg)
+    if self.add_pooling_layer:
+      self.pooler = dense(cfg, cfg.hidden_size, ("hidden", "hidden_out"), "pooler")
+
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, deterministic: bool = True):
+    cfg = self.config
+    if input_ids.shape[-1] > cfg.max_position_embeddings:
+      raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds model config field "
+                       f"'max_position_embeddings'={cfg.max_position_embeddings}")
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    x = constrain(x, ("act_batch", "act_len", "act_embed"))
+    sequence_output = self.encoder(x, attention_mask_bias(attention_mask), deterministic)
+    out = {"sequence_output": sequence_output}
+    if self.add_pooling_layer:
+      out["pooled_output"] = jnp.tanh(self.pooler(sequence_output[:, 0]))
+    return out
+
+  def attend(self, x: Array) -> Array:
+    return self.embeddings.attend(x)
+
+
+class AlbertForPreTraining(_ValidatedConfigModule):
+  """AlbertModel + tied MLM head + SOP head (also the NSP head: same shape, other labels).
+
+  `masked_positions` [B, P] gathers the MLM inputs like the official model (P predictions per
+  sequence); with None the MLM logits cover every position ([B, T, V], as in Hugging Face).
+  """
+
+  @nn.compact
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, masked_positions: Optional[Array] = None,
+               deterministic: bool = True):
+    albert = AlbertModel(self.config, name="albert")
+    out = albert(input_ids, attention_mask, token_type_ids, deterministic)
+    out["mlm_logits"] = heads.MaskedLMHead(self.config, name="predictions")(
+        out["sequence_output"], albert.attend, masked_positions)
+    out["sop_logits"] = heads.SentenceOrderHead(self.config, name="sop_classifier")(
+        out["pooled_output"])
+    return out
+
+
+class AlbertForMaskedLM(_ValidatedConfigModule):
+  """AlbertModel without pooler + tied MLM head (the Hugging Face hub layout)."""
+
+  @nn.compact
+  def __call__(self, input_ids: Array, attention_mask: Optional[Array] = None,
+               token_type_ids: Optional[Array] = None, masked_positions: Optional[Array] = None,
+               deterministic: bool = True):
+    albert = AlbertModel(self.config, add_pooling_layer=False, name="albert")
+    out = albert(input_ids, attention_mask, token_type_ids, deterministic)
+    out["mlm_logits"] = heads.MaskedLMHead(self.config, name="predictions")(
+        out["sequence_output"], albert.attend, masked_positions)
+    return out
+
+
+class AlbertForSequenceClassification(_ValidatedConfigModule):
+  """Pooled output -> dropout -> `num_labels` logits (num_labels=1: regression, e.g. STS-B)."""
+
+  num_labels: int = 2
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+    out = AlbertModel(self.config, name="albert")(
+        input_ids, attention_mask, token_type_ids, deterministic)
+    out["logits"] = heads.ClassificationHead(self.config, self.num_labels, name="classifier")(
+        out["pooled_output"], deterministic)
+    return out
+
+
+class AlbertForMultipleChoice(_ValidatedConfigModule):
+  """Inputs [B, C, T] -> one score per choice [B, C] from the pooled output (RACE)."""
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+    batch, choices, length = input_ids.shape
+    flat = lambda a: None if a is None else a.reshape(batch * choices, length)
+    out = AlbertModel(self.config, name="albert")(
+        flat(input_ids), flat(attention_mask), flat(token_type_ids), deterministic)
+    scores = heads.ClassificationHead(self.config, 1, name="classifier")(
+        out["pooled_output"], deterministic)
+    out["logits"] = scores.reshape(batch, choices)
+    return out
+
+
+class AlbertForQuestionAnswering(_ValidatedConfigModule):
+  """SQuAD v1.1 span head: start/end logits [B, T] from every token."""
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+    out = AlbertModel(self.config, add_pooling_layer=False, name="albert")(
+        input_ids, attention_mask, token_type_ids, deterministic)
+    out.update(heads.SpanHead(self.config, name="qa_outputs")(out["sequence_output"]))
+    return out
+
+
+class AlbertForQuestionAnsweringV2(_ValidatedConfigModule):
+  """SQuAD v2.0: the official XLNet-style start/end heads with an answerability classifier."""
+
+  start_n_top: int = 5
+  end_n_top: int = 5
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, p_mask=None,
+               start_positions=None, deterministic=True):
+    out = AlbertModel(self.config, add_pooling_layer=False, name="albert")(
+        input_ids, attention_mask, token_type_ids, deterministic)
+    if p_mask is None:
+      p_mask = jnp.zeros(input_ids.shape, jnp.float32)
+    out.update(heads.SquadV2Head(self.config, self.start_n_top, self.end_n_top, name="squad")(
+        out["sequence_output"], p_mask, start_positions, deterministic))
+    return out

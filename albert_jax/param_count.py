@@ -1,0 +1,65 @@
+"""Parameter counts of model configs, beside the paper's Table 1.
+
+    python -m albert_jax.param_count                                   # every preset
+    python -m albert_jax.param_count --config=configs/model.py:size=base --config.embedding_size=768
+
+Counts are encoder + pooler (the paper's convention); `--heads` adds the MLM and SOP heads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+from ml_collections import config_flags
+
+from albert_jax import modeling
+from albert_jax.model_config import PAPER_PARAMS, PRESETS, preset
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (configs/model.py)",
+                                          lock_config=False)
+_HEADS = flags.DEFINE_bool("heads", False, "also count the MLM and SOP pretraining heads")
+
+# Where the architecture and the paper's figure disagree beyond rounding, say why.
+NOTES = {
+    "albert_xlarge": "58.7M (59.0M with the pretraining heads); the paper says 60M here and 59M "
+                     "in its earlier arXiv versions",
+    "albert_xxlarge": "the architecture gives 222.6M; the paper's 235M (233M in its text) cannot "
+                      "be reproduced from the released shapes",
+    "bert_base": "109.1M with the pooler; the paper's 108M matches the count without it (108.5M)",
+}
+
+
+def count_params(config: Any, heads: bool = False) -> int:
+  """Number of parameters of AlbertModel (with pooler), or AlbertForPreTraining if `heads`."""
+  model = (modeling.AlbertForPreTraining(config) if heads else modeling.AlbertModel(config))
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
+  return sum(x.size for x in jax.tree.leaves(nn.unbox(shapes["params"])))
+
+
+def table(heads: bool = False) -> list[tuple[str, int, float | None, str]]:
+  """(preset, our count, paper's count or None, note) for every preset."""
+  rows = []
+  for name in PRESETS:
+    rows.append((name, count_params(preset(name), heads), PAPER_PARAMS.get(name),
+                 NOTES.get(name, "")))
+  return rows
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is not None:
+    print(f"{count_params(_CONFIG.value, _HEADS.value):,} parameters")
+    return
+  print(f"{'preset':<16}{'ours':>16}{'ours (M)':>10}{'paper':>8}  note")
+  for name, n, paper, note in table(_HEADS.value):
+    paper_s = f"{paper / 1e6:.0f}M" if paper else "-"
+    print(f"{name:<16}{n:>16,}{n / 1e6:>9.1f}M{paper_s:>8}  {note}")
+
+
+if __name__ == "__main__":
+  app.run(main)

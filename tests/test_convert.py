@@ -1,0 +1,255 @@
+"""Checkpoint import/export: official TF1 names, HF layouts, strictness, our own format, CLI."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from albert_jax import convert, modeling
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tf = pytest.importorskip("tensorflow")
+
+from test_hf_parity import assert_close, hf_model, hf_outputs, inputs, our_outputs  # noqa: E402
+
+SMALL = dict(num_hidden_groups=2, inner_group_num=2, embedding_size=8, hidden_size=16,
+             num_hidden_layers=4)
+
+
+def official_names(groups, inner, with_projection):
+  """Variable names of an official pretraining checkpoint (albert_official.md §1.5), written out
+  independently of albert_jax.checkpoint_names."""
+  out = ["bert/embeddings/word_embeddings", "bert/embeddings/token_type_embeddings",
+         "bert/embeddings/position_embeddings", "bert/embeddings/LayerNorm/gamma",
+         "bert/embeddings/LayerNorm/beta", "bert/pooler/dense/kernel", "bert/pooler/dense/bias",
+         "cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",
+         "cls/predictions/transform/LayerNorm/gamma", "cls/predictions/transform/LayerNorm/beta",
+         "cls/predictions/output_bias", "cls/seq_relationship/output_weights",
+         "cls/seq_relationship/output_bias"]
+  if with_projection:
+    out += ["bert/encoder/embedding_hidden_mapping_in/kernel",
+            "bert/encoder/embedding_hidden_mapping_in/bias"]
+  for g in range(groups):
+    for n in range(inner):
+      p = f"bert/encoder/transformer/group_{g}/inner_group_{n}/"
+      for m in ("query", "key", "value"):
+        out += [p + f"attention_1/self/{m}/kernel", p + f"attention_1/self/{m}/bias"]
+      out += [p + "attention_1/output/dense/kernel", p + "attention_1/output/dense/bias",
+              p + "LayerNorm/gamma", p + "LayerNorm/beta",
+              p + "ffn_1/intermediate/dense/kernel", p + "ffn_1/intermediate/dense/bias",
+              p + "ffn_1/intermediate/output/dense/kernel",
+              p + "ffn_1/intermediate/output/dense/bias",
+              p + "LayerNorm_1/gamma", p + "LayerNorm_1/beta"]
+  return out
+
+
+def hf_rename(name):
+  """hf_albert.md §4.2: load_tf_weights_in_albert's rules -> (HF key, transpose?)."""
+  for old, new in [("module/", ""), ("ffn_1", "ffn"), ("bert/", "albert/"),
+                   ("attention_1", "attention"), ("transform/", ""),
+                   ("LayerNorm_1", "full_layer_layer_norm"), ("LayerNorm", "attention/LayerNorm"),
+                   ("transformer/", ""), ("intermediate/dense/", ""),
+                   ("ffn/intermediate/output/dense/", "ffn_output/"), ("/output/", "/"),
+                   ("/self/", "/"), ("pooler/dense", "pooler"), ("cls/predictions", "predictions"),
+                   ("predictions/attention", "predictions"), ("embeddings/attention", "embeddings"),
+                   ("inner_group_", "albert_layers/"), ("group_", "albert_layer_groups/")]:
+    name = name.replace(old, new)
+  if "seq_relationship" in name:
+    name = name.replace("seq_relationship/output_", "sop_classifier/classifier/")
+    name = name.replace("weights", "weight")
+  # HF walks the module tree and silently skips components it has no attribute for ("cls").
+  parts = [p for p in name.split("/") if p != "cls"]
+  leaf = {"kernel": "weight", "gamma": "weight", "beta": "bias", "output_bias": "bias"}.get(
+      parts[-1], parts[-1])
+  if parts[-1].endswith("_embeddings"):
+    return ".".join(parts + ["weight"]), False
+  return ".".join(parts[:-1] + [leaf]), parts[-1] == "kernel"
+
+
+def tf_shape(name, cfg):
+  v, e, h, i, p = cfg["vocab_size"], cfg["embedding_size"], cfg["hidden_size"], 20, 16
+  table = {"word_embeddings": (v, e), "token_type_embeddings": (2, e),
+           "position_embeddings": (p, e), "output_weights": (2, h), "output_bias": None}
+  last = name.split("/")[-1]
+  if last in table and table[last]:
+    return table[last]
+  if name == "cls/predictions/output_bias":
+    return (v,)
+  if name == "cls/seq_relationship/output_bias":
+    return (2,)
+  if "embeddings/LayerNorm" in name or "predictions/transform/LayerNorm" in name:
+    return (e,)
+  if "LayerNorm" in name:
+    return (h,)
+  io = {"embedding_hidden_mapping_in": (e, h), "predictions/transform/dense": (h, e),
+        "intermediate/dense": (h, i), "output/dense": (i, h) if "ffn_1" in name else (h, h)}
+  shape = next((s for k, s in io.items() if k in name), (h, h))
+  return shape if last == "kernel" else shape[1:]
+
+
+def write_tf_checkpoint(prefix, arrays, module_prefix=False, with_slots=True):
+  names, values = [], []
+  pre = "module/" if module_prefix else ""
+  for name, value in arrays.items():
+    names.append(pre + name)
+    values.append(tf.constant(value))
+    if with_slots:  # LAMB/AdamW slots and the step counter must be ignored
+      names += [pre + name + "/adam_m", pre + name + "/adam_v"]
+      values += [tf.constant(np.full_like(value, 7.0))] * 2
+  names.append("global_step")
+  values.append(tf.constant(np.int64(1000)))
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                    tensors=values)
+
+
+@pytest.mark.parametrize("module_prefix", [False, True], ids=["tar", "tfhub"])
+@pytest.mark.parametrize("embedding_size", [8, 16], ids=["E!=H", "E==H"])
+def test_load_tf_official_names(tmp_path, module_prefix, embedding_size):
+  cfg = dict(vocab_size=40, embedding_size=embedding_size, hidden_size=16, num_hidden_layers=4,
+             num_hidden_groups=2, inner_group_num=2, num_attention_heads=4, intermediate_size=20,
+             max_position_embeddings=16, hidden_act="gelu", type_vocab_size=2,
+             initializer_range=0.02, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+             net_structure_type=0, gap_size=0, num_memory_blocks=0, down_scale_factor=1)
+  rng = np.random.default_rng(0)
+  names = official_names(2, 2, with_projection=embedding_size != 16)
+  arrays = {n: rng.normal(0, 0.2, tf_shape(n, cfg)).astype(np.float32) for n in names}
+  prefix = str(tmp_path / "model.ckpt-best")
+  write_tf_checkpoint(prefix, arrays, module_prefix)
+  config_path = tmp_path / "albert_config.json"
+  config_path.write_text(__import__("json").dumps(cfg))
+
+  config, params = convert.load_tf(prefix, str(config_path))
+  assert convert.ModelConfig.from_any(config).has_embedding_projection == (embedding_size != 16)
+
+  # Every tensor lands where the HF name mapping puts it.
+  expected = {}
+  for name, value in arrays.items():
+    key, transpose = hf_rename(name)
+    expected[key] = value.T if transpose else value
+  got = convert.hf_tensors_from_params(convert.ModelConfig.from_any(config), params)
+  if embedding_size == 16:  # no projection in the official E == H model: identity in HF
+    expected["albert.encoder.embedding_hidden_mapping_in.weight"] = np.eye(16, dtype=np.float32)
+    expected["albert.encoder.embedding_hidden_mapping_in.bias"] = np.zeros(16, np.float32)
+  assert sorted(got) == sorted(expected)
+  for key in expected:
+    np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+  # ... and the outputs match transformers loaded with the same tensors.
+  hf_cfg = transformers.AlbertConfig(
+      vocab_size=40, embedding_size=embedding_size, hidden_size=16, num_hidden_layers=4,
+      num_hidden_groups=2, inner_group_num=2, num_attention_heads=4, intermediate_size=20,
+      max_position_embeddings=16, hidden_act="gelu_new", attn_implementation="eager")
+  ref_model = transformers.AlbertForPreTraining(hf_cfg).eval()
+  state = {k: torch.tensor(v) for k, v in expected.items()}
+  state["predictions.decoder.weight"] = state["albert.embeddings.word_embeddings.weight"]
+  state["predictions.decoder.bias"] = state["predictions.bias"]
+  ref_model.load_state_dict(state, strict=True)
+  ids, mask, types = inputs(seed=5)
+  assert_close(our_outputs(config, params, ids, mask, types),
+               hf_outputs(ref_model, ids, mask, types))
+
+
+def test_load_tf_directory_and_unexpected_tensor(tmp_path):
+  cfg = dict(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1,
+             num_attention_heads=4, intermediate_size=20, max_position_embeddings=16)
+  names = official_names(1, 1, with_projection=True)
+  rng = np.random.default_rng(1)
+  arrays = {n: rng.normal(0, 0.2, tf_shape(n, cfg)).astype(np.float32) for n in names}
+  arrays["output_weights"] = np.zeros((3, 16), np.float32)  # a GLUE fine-tuning head
+  (tmp_path / "albert_config.json").write_text(__import__("json").dumps(cfg))
+  hub = tmp_path / "hub" / "variables"
+  hub.mkdir(parents=True)
+  write_tf_checkpoint(str(hub / "variables"), arrays, module_prefix=True, with_slots=False)
+  with pytest.raises(ValueError, match="unexpected: tf:output_weights"):
+    convert.load_tf(str(tmp_path / "hub"), str(tmp_path / "albert_config.json"))
+  _, params = convert.load_tf(str(tmp_path / "hub"), str(tmp_path / "albert_config.json"),
+                              strict=False)
+  np.testing.assert_array_equal(params["predictions"]["bias"],
+                                arrays["cls/predictions/output_bias"])
+
+
+def _save_layout(model, tmp_path, name):
+  path = tmp_path / name
+  model.save_pretrained(path)
+  return str(path)
+
+
+def test_hf_layouts_and_missing_heads(tmp_path, caplog):
+  pre = hf_model(SMALL | dict(), seed=0)
+  ids, mask, types = inputs(seed=6)
+  ref = hf_outputs(pre, ids, mask, types)
+  full_cfg, full_params = convert.load_hf(_save_layout(pre, tmp_path, "pre"))
+
+  # AlbertModel layout (no "albert." prefix, no MLM/SOP heads).
+  base_dir = _save_layout(pre.albert, tmp_path, "base")
+  with pytest.raises(ValueError) as err:
+    convert.load_hf(base_dir)
+  message = str(err.value)
+  assert "allow_missing_heads" in message and "missing: predictions.bias" in message
+  assert "missing: sop_classifier.classifier.weight" in message
+  config, params = convert.load_hf(base_dir, allow_missing_heads=True)
+  assert "initialized them randomly" in caplog.text
+  out = our_outputs(config, params, ids, mask, types)
+  np.testing.assert_allclose(out["sequence_output"], ref["sequence_output"], atol=1e-5)
+  np.testing.assert_allclose(out["pooled_output"], ref["pooled_output"], atol=1e-5)
+
+  # AlbertForMaskedLM layout: no pooler and no SOP head.
+  mlm = transformers.AlbertForMaskedLM(pre.config)
+  mlm.albert.load_state_dict(pre.albert.state_dict(), strict=False)
+  mlm.predictions.load_state_dict(pre.predictions.state_dict())
+  mlm_dir = _save_layout(mlm, tmp_path, "mlm")
+  with pytest.raises(ValueError, match="missing: albert.pooler.weight"):
+    convert.load_hf(mlm_dir)
+  config, params = convert.load_hf(mlm_dir, allow_missing_heads=True)
+  out = our_outputs(config, params, ids, mask, types)
+  np.testing.assert_allclose(out["mlm_logits"], ref["mlm_logits"], atol=1e-5)
+
+
+def test_pytorch_bin_with_position_ids_and_bad_shapes(tmp_path):
+  pre = hf_model(SMALL, seed=1)
+  state = dict(pre.state_dict())
+  state["albert.embeddings.position_ids"] = torch.arange(16)[None]
+  os.makedirs(tmp_path / "old")
+  torch.save(state, tmp_path / "old" / "pytorch_model.bin")
+  pre.config.to_json_file(tmp_path / "old" / "config.json")
+  ids, mask, types = inputs(seed=7)
+  config, params = convert.load_hf(str(tmp_path / "old"))
+  assert_close(our_outputs(config, params, ids, mask, types), hf_outputs(pre, ids, mask, types))
+
+  # Every problem is listed in one error.
+  state["albert.pooler.weight"] = torch.zeros(3, 3)
+  state["something.else"] = torch.zeros(1)
+  del state["predictions.dense.bias"]
+  torch.save(state, tmp_path / "old" / "pytorch_model.bin")
+  with pytest.raises(ValueError) as err:
+    convert.load_hf(str(tmp_path / "old"))
+  message = str(err.value)
+  assert "missing: predictions.dense.bias" in message
+  assert "shape mismatch: albert.pooler.weight" in message
+  assert "unexpected: something.else" in message
+
+
+def test_own_checkpoint_round_trip_and_cli(tmp_path):
+  pre = hf_model(SMALL, seed=2)
+  hf_dir = _save_layout(pre, tmp_path, "hf")
+  ckpt = tmp_path / "ckpt"
+  out_hf = tmp_path / "back"
+  run = lambda *a: subprocess.run([sys.executable, "-m", "albert_jax.convert", *a], check=True,
+                                  capture_output=True, text=True)
+  run(f"--hf_dir={hf_dir}", f"--out_checkpoint={ckpt}")
+  run(f"--checkpoint={ckpt}", f"--out_hf={out_hf}")
+  config, params = convert.load_checkpoint(str(ckpt))
+  ids, mask, types = inputs(seed=8)
+  ref = hf_outputs(pre, ids, mask, types)
+  assert_close(our_outputs(config, params, ids, mask, types), ref)
+  back = transformers.AlbertForPreTraining.from_pretrained(str(out_hf),
+                                                           attn_implementation="eager")
+  assert_close(our_outputs(config, params, ids, mask, types), hf_outputs(back.eval(), ids, mask,
+                                                                         types))
+  bad = subprocess.run([sys.executable, "-m", "albert_jax.convert", "--hf_dir", str(tmp_path)],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "--out_hf" in bad.stderr

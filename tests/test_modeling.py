@@ -1,0 +1,187 @@
+"""The encoder's nn.scan against a plain Python loop, sharing structure, dtypes, remat, validation."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from albert_jax import modeling
+from albert_jax.model_config import ModelConfig
+
+BASE = dict(vocab_size=50, embedding_size=8, hidden_size=16, num_attention_heads=4,
+            intermediate_size=20, max_position_embeddings=16)
+# Which sub-trees of a layer are stacked on the `layers` axis, written out independently.
+UNSHARED = {"all": (), "none": ("attention", "ffn", "ffn_output", "full_layer_layer_norm"),
+            "attention": ("ffn", "ffn_output", "full_layer_layer_norm"),
+            "ffn": ("attention",)}
+
+
+def make_inputs(batch=2, length=7, seed=0):
+  rng = np.random.default_rng(seed)
+  ids = jnp.asarray(rng.integers(0, 50, (batch, length)))
+  mask = jnp.ones((batch, length), jnp.int32).at[1, 4:].set(0)
+  types = jnp.asarray(rng.integers(0, 2, (batch, length)))
+  return ids, mask, types
+
+
+def loop_forward(cfg, params, ids, mask, types):
+  """Reference: the official Python loop over layers, applying AlbertLayer to sliced weights."""
+  albert = params["albert"]
+  x = modeling.AlbertEmbeddings(cfg).apply({"params": albert["embeddings"]}, ids, types, True)
+  enc = albert["encoder"]
+  if cfg.has_embedding_projection:
+    x = x @ enc["embedding_hidden_mapping_in"]["kernel"] + enc["embedding_hidden_mapping_in"][
+        "bias"]
+  bias = modeling.attention_mask_bias(mask)
+  layers = enc["groups"]["layers"]
+  per_group = cfg.num_hidden_layers // cfg.num_hidden_groups
+  for i in range(cfg.num_hidden_layers):
+    group = int(i / cfg.num_hidden_layers * cfg.num_hidden_groups)  # official formula
+    for n in range(cfg.inner_group_num):
+      tree = layers[f"albert_layers_{n}"]
+      p = {k: jax.tree.map(lambda a: a[group][i % per_group] if k in UNSHARED[cfg.layer_sharing]
+                           else a[group], v) for k, v in tree.items()}
+      x = modeling.AlbertLayer(cfg).apply({"params": p}, x, bias, True)
+  pooled = jnp.tanh(x[:, 0] @ albert["pooler"]["kernel"] + albert["pooler"]["bias"])
+  return x, pooled
+
+
+def assert_grad_close(a, b):
+  # float32 sums in a different order: tolerance relative to the tensor's largest entry.
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(b).max())))
+
+
+CASES = [(sharing, g, n) for sharing in ("all", "none", "attention", "ffn")
+         for g, n in ((1, 1), (2, 2))]
+
+
+@pytest.mark.parametrize("sharing,groups,inner", CASES)
+def test_scan_matches_python_loop(sharing, groups, inner):
+  cfg = ModelConfig(**BASE, num_hidden_layers=4, num_hidden_groups=groups, inner_group_num=inner,
+                    layer_sharing=sharing)
+  model = modeling.AlbertModel(cfg)
+  ids, mask, types = make_inputs()
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), ids)["params"])
+  full = {"albert": params}
+
+  def scan_loss(p):
+    out = model.apply({"params": p["albert"]}, ids, mask, types)
+    return jnp.sum(out["sequence_output"] ** 2) + jnp.sum(out["pooled_output"])
+
+  def loop_loss(p):
+    seq, pooled = loop_forward(cfg, p, ids, mask, types)
+    return jnp.sum(seq ** 2) + jnp.sum(pooled)
+
+  out = model.apply({"params": params}, ids, mask, types)
+  seq, pooled = loop_forward(cfg, full, ids, mask, types)
+  np.testing.assert_allclose(out["sequence_output"], seq, atol=1e-5)
+  np.testing.assert_allclose(out["pooled_output"], pooled, atol=1e-5)
+  g_scan, g_loop = jax.grad(scan_loss)(full), jax.grad(loop_loss)(full)
+  jax.tree.map(assert_grad_close, g_scan, g_loop)
+
+
+def layer_shapes(cfg):
+  model = modeling.AlbertModel(cfg)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+  tree = nn.unbox(variables["params"])["encoder"]["groups"]["layers"]["albert_layers_0"]
+  return jax.tree.map(lambda a: a.shape, tree)
+
+
+@pytest.mark.parametrize("sharing", ["all", "none", "attention", "ffn"])
+def test_sharing_structure(sharing):
+  layers = 6
+  shapes = layer_shapes(ModelConfig(**BASE, num_hidden_layers=layers, layer_sharing=sharing))
+  for key, sub in shapes.items():
+    for shape in jax.tree.leaves(sub, is_leaf=lambda s: isinstance(s, tuple)):
+      stacked = key in UNSHARED[sharing]
+      # Leading groups axis (G = 1), then the layers axis only where weights are not shared.
+      assert shape[0] == 1
+      assert (shape[1] == layers) == stacked, (key, shape)
+
+
+def test_all_shared_tree_does_not_depend_on_depth():
+  shallow = layer_shapes(ModelConfig(**BASE, num_hidden_layers=2))
+  deep = layer_shapes(ModelConfig(**BASE, num_hidden_layers=12))
+  assert shallow == deep
+
+
+def test_unshared_layers_start_different_and_shared_groups_differ():
+  cfg = ModelConfig(**BASE, num_hidden_layers=4, num_hidden_groups=2, layer_sharing="attention")
+  params = nn.unbox(modeling.AlbertModel(cfg).init(jax.random.PRNGKey(0),
+                                                   jnp.zeros((1, 4), jnp.int32))["params"])
+  layer = params["encoder"]["groups"]["layers"]["albert_layers_0"]
+  ffn = layer["ffn"]["kernel"]  # [G, L/G, H, I]
+  assert ffn.shape == (2, 2, 16, 20)
+  assert not np.allclose(ffn[0, 0], ffn[0, 1]) and not np.allclose(ffn[0, 0], ffn[1, 0])
+  query = layer["attention"]["query"]["kernel"]  # [G, H, H]
+  assert query.shape == (2, 16, 16) and not np.allclose(query[0], query[1])
+  assert abs(float(jnp.std(ffn)) - 0.02 * 0.88) < 0.004  # truncated normal(0.02) at +-2 sigma
+
+
+def test_remat_and_dropout():
+  cfg = dict(BASE, num_hidden_layers=3, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+  ids, mask, types = make_inputs()
+  plain = modeling.AlbertForPreTraining(cfg)
+  remat = modeling.AlbertForPreTraining(dict(cfg, remat_policy="nothing_saveable"))
+  params = plain.init(jax.random.PRNGKey(0), ids)["params"]
+
+  def loss(model, p, rng):
+    out = model.apply({"params": p}, ids, mask, types, deterministic=False,
+                      rngs={"dropout": rng})
+    return jnp.sum(out["mlm_logits"] ** 2) + jnp.sum(out["sop_logits"])
+
+  rng = jax.random.PRNGKey(1)
+  l1, g1 = jax.value_and_grad(lambda p: loss(plain, p, rng))(params)
+  l2, g2 = jax.value_and_grad(lambda p: loss(remat, p, rng))(params)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  jax.tree.map(assert_grad_close, g1, g2)
+  assert not np.isclose(l1, loss(plain, params, jax.random.PRNGKey(2)))
+  det = [plain.apply({"params": params}, ids, mask, types)["sop_logits"] for _ in range(2)]
+  np.testing.assert_array_equal(det[0], det[1])
+
+
+def test_bfloat16_compute():
+  ids, mask, types = make_inputs()
+  f32 = modeling.AlbertForPreTraining(dict(BASE, num_hidden_layers=2))
+  bf16 = modeling.AlbertForPreTraining(dict(BASE, num_hidden_layers=2, dtype="bfloat16"))
+  params = f32.init(jax.random.PRNGKey(0), ids)["params"]
+  a = f32.apply({"params": params}, ids, mask, types)
+  b = bf16.apply({"params": params}, ids, mask, types)
+  assert b["sequence_output"].dtype == jnp.bfloat16 and b["mlm_logits"].dtype == jnp.float32
+  assert jax.tree.leaves(params)[0].dtype == jnp.float32
+  np.testing.assert_allclose(b["mlm_logits"], a["mlm_logits"], atol=0.1)
+
+
+def test_logical_axis_names_on_every_parameter():
+  model = modeling.AlbertForPreTraining(dict(BASE, num_hidden_layers=2, layer_sharing="ffn"))
+  boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+  leaves = jax.tree.leaves(boxed["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+  specs = nn.get_partition_spec(boxed["params"])
+  layer = specs["albert"]["encoder"]["groups"]["layers"]["albert_layers_0"]
+  assert tuple(layer["attention"]["query"]["kernel"]) == ("groups", "layers", "hidden", "heads")
+  assert tuple(layer["ffn"]["kernel"]) == ("groups", "hidden", "mlp")
+  assert tuple(specs["albert"]["embeddings"]["word_embeddings"]["embedding"]) == ("vocab", "embed")
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (dict(hidden_size=18), "hidden_size"),
+    (dict(num_hidden_layers=3, num_hidden_groups=2), "num_hidden_groups"),
+    (dict(layer_sharing="half"), "layer_sharing"),
+    (dict(hidden_act="gelu_fancy"), "hidden_act"),
+    (dict(use_embedding_projection=False), "use_embedding_projection"),
+    (dict(remat_policy="save_all"), "remat_policy"),
+    (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+    (dict(not_a_field=1), "not_a_field"),
+])
+def test_invalid_config_fails_at_construction(overrides, field):
+  with pytest.raises(ValueError, match=field):
+    modeling.AlbertForPreTraining({**BASE, "num_hidden_layers": 2, **overrides})
+
+
+def test_sequence_longer_than_max_positions():
+  model = modeling.AlbertModel(dict(BASE, num_hidden_layers=1))
+  ids = jnp.zeros((1, 17), jnp.int32)
+  with pytest.raises(ValueError, match="max_position_embeddings"):
+    model.init(jax.random.PRNGKey(0), ids)
