@@ -29,3 +29,15 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     else:
       out[key] = type(default)(value)
   return out
+
+
+def load_sibling(config_file: str, name: str):
+  """Imports config module `name`.py from the directory of `config_file` (configs are loaded by
+  path, so `configs/` need not be importable as a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py")
+  spec = importlib.util.spec_from_file_location(f"albert_jax_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -1,0 +1,380 @@
+"""Creates ALBERT pretraining TFRecords from text files or a tfds dataset (the official algorithm, streamed).
+
+    python -m albert_jax.data.create_pretraining_data --input='corpus/*.txt' --spm_model=M \\
+        --output=DIR [--max_seq_length=512 --dupe_factor=40 --num_workers=8 ...]
+
+What it adds to the official `create_pretraining_data.py` (same algorithm, see pretraining_data.py
+and masking.py for the intended deviations):
+  * reproducible: every draw comes from a generator seeded by (seed, unit, pass, document); the
+    input is cut into work units independently of the number of workers and each unit writes its
+    own file, so the output is byte-identical for any `--num_workers`;
+  * bounded memory: a worker holds one unit (a `--block_size_mb` block of a file, or a tfds shard)
+    and one pass of its instances at a time, so memory stays flat as the corpus grows;
+  * parallel: `--num_workers` processes over units;
+  * atomic: everything is written to DIR.tmp-PID and renamed to DIR at the end; a failure removes it;
+  * a JSON summary (summary.json) beside the records: counts, masked fraction, label balance,
+    settings and input files.
+
+Output: DIR/part-UUUUU-of-NNNNN.tfrecord with the official feature names and dtypes (records.py).
+Within a unit, each of the `dupe_factor` passes is shuffled and written in turn; the official
+script instead shuffles all instances of the whole corpus, which needs it all in memory. The input
+pipeline's file interleave and shuffle buffer do the mixing across units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from albert_jax.data import masking, pretraining_data, records, sources, tokenization
+
+SUMMARY_FILE = "summary.json"
+MASKING_MODES = ("static", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Everything a worker needs; also recorded in the summary."""
+
+  spm_model: str
+  do_lower_case: bool
+  keep_accents: bool
+  instance: pretraining_data.InstanceConfig
+  masking: str  # "static": masks in the records; "none": token-only records (dynamic masking)
+  masked_lm_prob: float
+  max_predictions_per_seq: int
+  ngram: int
+  favor_shorter_ngram: bool
+  do_whole_word_mask: bool
+  dupe_factor: int
+  random_seed: int
+
+
+@dataclasses.dataclass
+class UnitStats:
+  """Counts from one work unit; summed over units (in unit order) into the summary."""
+
+  unit: int
+  documents: int = 0
+  sentences: int = 0
+  one_sentence_documents: int = 0
+  sentences_longer_than_max: int = 0
+  invalid_utf8_lines: int = 0
+  input_bytes: int = 0
+  instances: int = 0
+  tokens: int = 0
+  masked_tokens: int = 0
+  short_target_instances: int = 0
+  output_file: str | None = None
+  output_bytes: int = 0
+  kinds: dict = dataclasses.field(default_factory=dict)
+
+
+def output_name(unit: int, num_units: int) -> str:
+  return f"part-{unit:05d}-of-{num_units:05d}.tfrecord"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Work done per unit (in a worker process, or in-process when --num_workers=1).
+
+_WORKER: dict = {}
+
+
+def _init_worker(settings: Settings, out_dir: str, num_units: int) -> None:
+  tokenizer = tokenization.SentencePieceTokenizer(
+      settings.spm_model, do_lower_case=settings.do_lower_case, keep_accents=settings.keep_accents)
+  mask_config = None
+  if settings.masking == "static":
+    mask_config = masking.MaskingConfig(
+        vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id,
+        masked_lm_prob=settings.masked_lm_prob,
+        max_predictions_per_seq=settings.max_predictions_per_seq, ngram=settings.ngram,
+        favor_shorter_ngram=settings.favor_shorter_ngram,
+        do_whole_word_mask=settings.do_whole_word_mask)
+  _WORKER.update(settings=settings, tokenizer=tokenizer, mask_config=mask_config, out_dir=out_dir,
+                 num_units=num_units, specials=pretraining_data.SpecialIds(
+                     tokenizer.cls_id, tokenizer.sep_id, tokenizer.start_piece_table()))
+
+
+def process_unit(unit: sources.WorkUnit) -> UnitStats:
+  """Reads, tokenizes and turns one unit into instances; writes its output file; returns counts."""
+  settings: Settings = _WORKER["settings"]
+  tokenizer: tokenization.SentencePieceTokenizer = _WORKER["tokenizer"]
+  stats = UnitStats(unit=unit.index)
+  counters = sources.ReadCounters()
+  max_num_tokens = settings.instance.max_seq_length - 3
+  documents = []
+  for lines in sources.iter_documents(unit, counters):
+    document = pretraining_data.Document.from_sentences(tokenizer.encode_batch(lines))
+    if document.num_sentences == 0:
+      continue
+    documents.append(document)
+    stats.sentences += document.num_sentences
+    stats.one_sentence_documents += document.num_sentences == 1
+    stats.sentences_longer_than_max += int((np.diff(document.offsets) > max_num_tokens).sum())
+  stats.documents = len(documents)
+  stats.invalid_utf8_lines = counters.invalid_utf8_lines
+  stats.input_bytes = counters.input_bytes
+  if not documents:
+    return stats
+  seed = settings.random_seed
+  # The official script shuffles the document list once before the passes.
+  pretraining_data.document_rng(seed, unit.index, "documents").shuffle(documents)
+  kinds: collections.Counter = collections.Counter()
+  name = output_name(unit.index, _WORKER["num_units"])
+  with open(os.path.join(_WORKER["out_dir"], name), "wb") as f:
+    for dupe in range(settings.dupe_factor):
+      instances = []
+      for d in range(len(documents)):
+        rng = pretraining_data.document_rng(seed, unit.index, dupe, d)
+        instances.extend(pretraining_data.create_instances_from_document(
+            documents, d, settings.instance, _WORKER["specials"], _WORKER["mask_config"], rng))
+      pretraining_data.document_rng(seed, unit.index, dupe, "order").shuffle(instances)
+      for inst in instances:
+        framed = records.frame_record(inst.to_example(settings.instance.max_seq_length,
+                                                      settings.max_predictions_per_seq))
+        f.write(framed)
+        stats.output_bytes += len(framed)
+        stats.tokens += len(inst.input_ids)
+        stats.masked_tokens += 0 if inst.masked_positions is None else len(inst.masked_positions)
+        stats.short_target_instances += inst.target_seq_length < max_num_tokens
+        kinds[inst.kind] += 1
+      stats.instances += len(instances)
+  stats.kinds = dict(sorted(kinds.items()))
+  if stats.instances:
+    stats.output_file = name
+  else:
+    os.remove(os.path.join(_WORKER["out_dir"], name))
+  return stats
+
+
+# ----------------------------------------------------------------------------------------------------
+# Driver.
+
+def run(settings: Settings, units: list[sources.WorkUnit], output: str, *, num_workers: int = 1,
+        overwrite: bool = False, inputs: Sequence[str] = (), empty_files: Sequence[str] = (),
+        progress: bool = True) -> dict:
+  """Processes all units into `output` atomically and returns the summary (also written to it)."""
+  if os.path.exists(output) and not overwrite:
+    raise FileExistsError(f"--output={output} already exists; pass --overwrite to replace it.")
+  if not units:
+    raise ValueError("no input: every --input file is empty." if empty_files else "no input units.")
+  parent = os.path.dirname(os.path.abspath(output))
+  os.makedirs(parent, exist_ok=True)
+  tmp = f"{os.path.abspath(output).rstrip(os.sep)}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    all_stats = _process_all(settings, units, tmp, num_workers, progress)
+    summary = _summarize(settings, all_stats, inputs, empty_files, len(units))
+    if summary["documents"] == 0:
+      raise ValueError(f"no documents found in the input ({', '.join(inputs) or 'tfds'}): every "
+                       "line is empty after preprocessing.")
+    with open(os.path.join(tmp, SUMMARY_FILE), "w") as f:
+      json.dump(summary, f, indent=2, sort_keys=True)
+      f.write("\n")
+    if os.path.exists(output):
+      shutil.rmtree(output)
+    os.rename(tmp, output)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return summary
+
+
+def _process_all(settings: Settings, units: list[sources.WorkUnit], out_dir: str,
+                 num_workers: int, progress: bool) -> list[UnitStats]:
+  from tqdm import tqdm
+  total_bytes = sum(u.end - u.start for u in units) or None
+  bar = tqdm(total=total_bytes if total_bytes else len(units), unit="B" if total_bytes else "unit",
+             unit_scale=True, disable=not progress, desc="create_pretraining_data", file=sys.stderr)
+  results: list[UnitStats] = []
+  started = time.perf_counter()
+
+  def update(stats: UnitStats) -> None:
+    results.append(stats)
+    bar.update(stats.input_bytes if total_bytes else 1)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    bar.set_postfix(instances=sum(r.instances for r in results),
+                    inst_per_s=f"{sum(r.instances for r in results) / elapsed:.0f}")
+
+  try:
+    if num_workers <= 1:
+      _init_worker(settings, out_dir, len(units))
+      for unit in units:
+        update(process_unit(unit))
+    else:
+      # spawn, not fork: the parent may hold TensorFlow (tfds input), which is not fork-safe.
+      ctx = multiprocessing.get_context("spawn")
+      with ctx.Pool(num_workers, initializer=_init_worker,
+                    initargs=(settings, out_dir, len(units))) as pool:
+        for stats in pool.imap_unordered(process_unit, units):
+          update(stats)
+  finally:
+    bar.close()
+  return sorted(results, key=lambda s: s.unit)
+
+
+def _summarize(settings: Settings, all_stats: list[UnitStats], inputs: Sequence[str],
+               empty_files: Sequence[str], num_units: int) -> dict:
+  """Deterministic summary (no timings), so that it too is identical for any number of workers."""
+  total = collections.Counter()
+  kinds: collections.Counter = collections.Counter()
+  for s in all_stats:
+    for field in dataclasses.fields(UnitStats):
+      value = getattr(s, field.name)
+      if field.name not in ("unit", "output_file", "kinds"):
+        total[field.name] += value
+    kinds.update(s.kinds)
+  instances = total["instances"]
+  positives = kinds[pretraining_data.SWAPPED] + kinds[pretraining_data.RANDOM_DOCUMENT]
+  warnings = []
+  if empty_files:
+    warnings.append(f"{len(empty_files)} empty input file(s) skipped: {list(empty_files)}")
+  if total["invalid_utf8_lines"]:
+    warnings.append(f"{total['invalid_utf8_lines']} line(s) with invalid UTF-8 "
+                    "(bad bytes replaced by U+FFFD)")
+  if total["sentences_longer_than_max"]:
+    warnings.append(f"{total['sentences_longer_than_max']} sentence(s) longer than "
+                    f"max_seq_length - 3 tokens (truncated inside instances)")
+  if total["one_sentence_documents"]:
+    warnings.append(f"{total['one_sentence_documents']} one-sentence document(s) (they only yield "
+                    "random-document pairs, or nothing with --single_segment_negatives=skip)")
+  settings_dict = dataclasses.asdict(settings)
+  settings_dict["spm_model"] = os.path.abspath(settings.spm_model)
+  return {
+      "settings": settings_dict,
+      "inputs": list(inputs),
+      "num_units": num_units,
+      "files": [s.output_file for s in all_stats if s.output_file],
+      "documents": total["documents"],
+      "sentences": total["sentences"],
+      "input_bytes": total["input_bytes"],
+      "instances": instances,
+      "tokens": total["tokens"],
+      "output_bytes": total["output_bytes"],
+      "masked_tokens": total["masked_tokens"],
+      "masked_fraction": total["masked_tokens"] / max(total["tokens"], 1),
+      "label_1_fraction": positives / max(instances, 1),
+      "instance_kinds": dict(sorted(kinds.items())),
+      "short_target_fraction": total["short_target_instances"] / max(instances, 1),
+      "mean_length": total["tokens"] / max(instances, 1),
+      "one_sentence_documents": total["one_sentence_documents"],
+      "sentences_longer_than_max": total["sentences_longer_than_max"],
+      "invalid_utf8_lines": total["invalid_utf8_lines"],
+      "empty_files": list(empty_files),
+      "warnings": warnings,
+  }
+
+
+def _build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m albert_jax.data.create_pretraining_data",
+                              description=__doc__.split("\n\n")[0])
+  b = tokenization._parse_bool  # noqa: SLF001  (shared true/false parser)
+  src = p.add_argument_group("input (exactly one of --input / --tfds_name)")
+  src.add_argument("--input", help="comma-separated globs of text files: one sentence per line, "
+                   "a blank line between documents")
+  src.add_argument("--tfds_name", help="a tfds text dataset, e.g. wikipedia/20230601.en")
+  src.add_argument("--tfds_split", default="train")
+  src.add_argument("--tfds_text_field", default="text", help="feature holding the document text")
+  src.add_argument("--tfds_data_dir", default=None)
+  src.add_argument("--tfds_num_shards", type=int, default=256,
+                   help="work units (= output files) the tfds split is cut into")
+  src.add_argument("--block_size_mb", type=float, default=16.0,
+                   help="text files are cut into blocks of this size: one work unit and one output "
+                        "file each; also the pool random-document segments are drawn from")
+  p.add_argument("--spm_model", required=True, help="SentencePiece .model file")
+  p.add_argument("--output", required=True, help="output directory (must not exist)")
+  p.add_argument("--overwrite", type=b, nargs="?", const=True, default=False)
+  p.add_argument("--do_lower_case", type=b, default=True)
+  p.add_argument("--keep_accents", type=b, default=False)
+  p.add_argument("--max_seq_length", type=int, default=512)
+  p.add_argument("--max_predictions_per_seq", type=int, default=20)
+  p.add_argument("--masked_lm_prob", type=float, default=0.15)
+  p.add_argument("--dupe_factor", type=int, default=40)
+  p.add_argument("--short_seq_prob", type=float, default=0.1)
+  p.add_argument("--ngram", type=int, default=3)
+  p.add_argument("--favor_shorter_ngram", type=b, default=True)
+  p.add_argument("--do_whole_word_mask", type=b, default=True)
+  p.add_argument("--random_next_sentence", type=b, default=False,
+                 help="NSP instead of SOP (the paper's ablation)")
+  p.add_argument("--single_segment_negatives", default="random_document",
+                 choices=pretraining_data.SINGLE_SEGMENT_NEGATIVES,
+                 help="one-sentence chunks: pair with a random document's text, label 1 (official, "
+                      "default), or skip them (pure SOP labels)")
+  p.add_argument("--masking", default="static", choices=MASKING_MODES,
+                 help="static: masks written to the records (official); none: token-only records "
+                      "for the pipeline's dynamic masking")
+  p.add_argument("--random_seed", type=int, default=12345)
+  p.add_argument("--num_workers", type=int, default=1)
+  p.add_argument("--progress", type=b, nargs="?", const=True, default=True)
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = _build_parser()
+  args = parser.parse_args(argv)
+  if bool(args.input) == bool(args.tfds_name):
+    parser.error("give exactly one of --input and --tfds_name.")
+  if args.dupe_factor < 1:
+    parser.error(f"--dupe_factor={args.dupe_factor}: must be >= 1.")
+  if args.num_workers < 1:
+    parser.error(f"--num_workers={args.num_workers}: must be >= 1.")
+  if os.path.exists(args.output) and not args.overwrite:
+    parser.error(f"--output={args.output} already exists; pass --overwrite to replace it.")
+  try:
+    tokenizer = tokenization.SentencePieceTokenizer(
+        args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents)
+    instance = pretraining_data.InstanceConfig(
+        max_seq_length=args.max_seq_length, short_seq_prob=args.short_seq_prob,
+        random_next_sentence=args.random_next_sentence,
+        single_segment_negatives=args.single_segment_negatives)
+    masking.MaskingConfig(  # validated here so that errors name the flag before any work starts
+        vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id,
+        masked_lm_prob=args.masked_lm_prob, max_predictions_per_seq=args.max_predictions_per_seq,
+        ngram=args.ngram)
+  except (tokenization.TokenizerError, ValueError) as e:
+    flag = "--spm_model" if isinstance(e, tokenization.TokenizerError) else "--" + str(e).split("=")[0]
+    parser.error(f"{flag}: {e}")
+  settings = Settings(
+      spm_model=args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents,
+      instance=instance, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
+      max_predictions_per_seq=args.max_predictions_per_seq, ngram=args.ngram,
+      favor_shorter_ngram=args.favor_shorter_ngram, do_whole_word_mask=args.do_whole_word_mask,
+      dupe_factor=args.dupe_factor, random_seed=args.random_seed)
+  try:
+    if args.input:
+      inputs = tokenization.expand_globs(args.input, "--input")
+      units, empty = sources.plan_text_units(inputs, max(1, int(args.block_size_mb * 2**20)))
+    else:
+      inputs = [f"tfds:{args.tfds_name}/{args.tfds_split}"]
+      units, empty = sources.plan_tfds_units(args.tfds_name, args.tfds_split, args.tfds_num_shards,
+                                             args.tfds_text_field, args.tfds_data_dir), []
+    for path in empty:
+      print(f"warning: --input file {path} is empty; skipped.", file=sys.stderr)
+    summary = run(settings, units, args.output, num_workers=args.num_workers,
+                  overwrite=args.overwrite, inputs=inputs, empty_files=empty,
+                  progress=args.progress)
+  except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  for warning in summary["warnings"]:
+    print(f"warning: {warning}", file=sys.stderr)
+  print(f"wrote {summary['instances']} instances ({summary['tokens']} tokens) in "
+        f"{len(summary['files'])} file(s) to {args.output}; summary in "
+        f"{os.path.join(args.output, SUMMARY_FILE)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

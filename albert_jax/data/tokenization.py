@@ -1,0 +1,262 @@
+"""SentencePiece tokenization with the official ALBERT preprocessing, and a vocabulary trainer.
+
+Text -> ids follows the official ALBERT pipeline (reference albert_official.md §3.2, hf_albert.md §5
+row 13): collapse whitespace, turn the LaTeX-style quotes `` and '' into ", NFKD-normalize and drop
+combining marks (unless `keep_accents`), lower-case (if `do_lower_case`), SentencePiece-encode, then
+re-split pieces such as "1990," into "1990" + "," (the official "digit + comma" fix).
+
+Intended differences, each documented and tested in tests/test_tokenization.py:
+  * The digit+comma re-split follows the *intended* logic (as in the XLNet code and the former slow
+    Hugging Face tokenizer): a word-start marker is kept on "▁1990,". The official code run under
+    Python 3 compares a str character with a bytes constant there, so it strips the marker and emits
+    "1990" without "▁". We keep the marker because the official released vocabularies were built
+    for the intended behaviour and whole-word masking depends on the marker.
+  * transformers v5's `AlbertTokenizer` is a `tokenizers` pipeline without the digit+comma re-split,
+    so ids differ from ours (and from the official code) exactly on pieces of the form "<digit>,".
+
+Special ids for models trained by `train_model` (the official spm_train flags): `<pad>`=0, `<unk>`=1,
+`[CLS]`=2, `[SEP]`=3, `[MASK]`=4. Ids are looked up by piece, so any model that has these pieces works.
+
+Command line:
+    python -m albert_jax.data.tokenization train --input='corpus/*.txt' --vocab_size=30000 --output=PREFIX
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+SPIECE_UNDERLINE = "\u2581"
+PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
+
+# The official vocabulary command (albert README; reference §3.2). Vocabulary size, input size and
+# coverage stay configurable; the special-symbol layout is what fixes the ids above.
+OFFICIAL_TRAINER_FLAGS = {
+    "pad_id": 0,
+    "unk_id": 1,
+    "eos_id": -1,
+    "bos_id": -1,
+    "control_symbols": "[CLS],[SEP],[MASK]",
+    # A list, not the README's comma string: SentencePiece parses that string as CSV, where '"'
+    # opens a quoted field and swallows the following symbols.
+    "user_defined_symbols": ["(", ")", '"', "-", ".", "\u2013", "\u00a3", "\u20ac"],
+    "shuffle_input_sentence": True,
+    "input_sentence_size": 10_000_000,
+    "character_coverage": 0.99995,
+    "model_type": "unigram",
+}
+
+# Pieces that count as word starts for whole-word masking (official `_is_start_piece_sp`).
+_PUNCTUATION = set('!"#$%&"()*+,-./:;?@[\\]^_`{|}~') | {"\u20ac", "\u00a3"}
+_ENGLISH_AND_PUNCT = set("abcdefghijklmnopqrstuvwxyz") | _PUNCTUATION
+_DIGIT_COMMA = re.compile(r"\d,")
+
+
+class TokenizerError(ValueError):
+  """A SentencePiece model file is missing, unreadable, or lacks the ALBERT special pieces."""
+
+
+def preprocess_text(text: str, *, lower: bool = True, keep_accents: bool = False) -> str:
+  """The official ALBERT text normalization applied before SentencePiece."""
+  out = " ".join(text.strip().split())
+  out = out.replace("``", '"').replace("''", '"')
+  # ASCII text is NFKD-invariant and has no combining marks: skip the per-character pass (hot path).
+  if not keep_accents and not out.isascii():
+    out = unicodedata.normalize("NFKD", out)
+    out = "".join(c for c in out if not unicodedata.combining(c))
+  if lower:
+    out = out.lower()
+  return out
+
+
+def is_start_piece(piece: str) -> bool:
+  """Whether `piece` starts a word (official `_is_start_piece_sp`).
+
+  True for pieces with the word-start marker, control/unknown pieces ("<..."), punctuation, and any
+  piece with a character outside a-z/punctuation (digits and non-English text are whole words).
+  """
+  return (piece.startswith(SPIECE_UNDERLINE) or piece.startswith("<") or piece in _PUNCTUATION
+          or not all(c.lower() in _ENGLISH_AND_PUNCT for c in piece))
+
+
+class SentencePieceTokenizer:
+  """ALBERT tokenizer: official preprocessing + SentencePiece + the digit/comma re-split."""
+
+  def __init__(self, model_file: str, *, do_lower_case: bool = True, keep_accents: bool = False):
+    self.model_file = os.fspath(model_file)
+    self.do_lower_case = do_lower_case
+    self.keep_accents = keep_accents
+    self.sp = load_sentencepiece(self.model_file)
+    self.vocab_size = self.sp.get_piece_size()
+    self.unk_id = self.sp.unk_id()
+    ids = {}
+    for name, piece in (("pad", PAD), ("cls", CLS), ("sep", SEP), ("mask", MASK)):
+      ids[name] = self.sp.piece_to_id(piece)
+      if ids[name] == self.unk_id and piece != UNK:
+        raise TokenizerError(
+            f"SentencePiece model {self.model_file} has no {piece!r} piece; train it with "
+            f"`python -m albert_jax.data.tokenization train` (control symbols [CLS],[SEP],[MASK]).")
+    self.pad_id, self.cls_id, self.sep_id, self.mask_id = (
+        ids["pad"], ids["cls"], ids["sep"], ids["mask"])
+
+  def preprocess(self, text: str) -> str:
+    return preprocess_text(text, lower=self.do_lower_case, keep_accents=self.keep_accents)
+
+  def tokenize(self, text: str) -> list[str]:
+    """Preprocesses `text` and returns its pieces."""
+    return self._pieces(self.preprocess(text))
+
+  def encode(self, text: str) -> list[int]:
+    """Preprocesses `text` and returns its ids."""
+    return self.encode_batch([text])[0]
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """Ids for many lines at once (one SentencePiece call for all lines without a digit+comma)."""
+    pre = [self.preprocess(t) for t in texts]
+    out: list[list[int] | None] = [None] * len(pre)
+    plain = [i for i, t in enumerate(pre) if not _DIGIT_COMMA.search(t)]
+    if plain:
+      # num_threads=1: callers parallelise over processes; threads here would oversubscribe.
+      for i, ids in zip(plain, self.sp.encode([pre[i] for i in plain], out_type=int, num_threads=1)):
+        out[i] = ids
+    for i, t in enumerate(pre):
+      if out[i] is None:
+        out[i] = [self.sp.piece_to_id(p) for p in self._pieces(t)]
+    return out  # type: ignore[return-value]
+
+  def _pieces(self, text: str) -> list[str]:
+    pieces = self.sp.encode(text, out_type=str)
+    result: list[str] = []
+    for piece in pieces:
+      if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+        # "1990," is one piece in many vocabularies; re-split so the number matches "1990" elsewhere.
+        sub = self.sp.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
+        if piece[0] != SPIECE_UNDERLINE and sub and sub[0].startswith(SPIECE_UNDERLINE):
+          sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:]] + sub[1:]
+        result.extend(sub)
+        result.append(",")
+      else:
+        result.append(piece)
+    return result
+
+  def convert_tokens_to_ids(self, pieces: Iterable[str]) -> list[int]:
+    return [self.sp.piece_to_id(p) for p in pieces]
+
+  def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+    return [self.sp.id_to_piece(int(i)) for i in ids]
+
+  def start_piece_table(self) -> np.ndarray:
+    """Boolean array over the vocabulary: `is_start_piece` of every id (whole-word masking)."""
+    return np.array([is_start_piece(self.sp.id_to_piece(i)) for i in range(self.vocab_size)],
+                    dtype=bool)
+
+
+def load_sentencepiece(model_file: str) -> spm.SentencePieceProcessor:
+  """Loads a SentencePiece model, with an error naming the file when it is missing or not a model."""
+  if not os.path.isfile(model_file):
+    raise TokenizerError(f"SentencePiece model file {model_file!r} does not exist.")
+  sp = spm.SentencePieceProcessor()
+  try:
+    sp.load(model_file)
+  except (OSError, RuntimeError) as e:
+    raise TokenizerError(
+        f"{model_file!r} is not a SentencePiece model (loading it failed: {e}).") from e
+  return sp
+
+
+def _iter_training_sentences(files: Sequence[str], lower: bool, keep_accents: bool) -> Iterator[str]:
+  for path in files:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for line in f:
+        line = preprocess_text(line, lower=lower, keep_accents=keep_accents)
+        if line:
+          yield line
+
+
+def expand_globs(patterns: str | Sequence[str], flag: str = "--input") -> list[str]:
+  """Sorted files matching comma-separated glob patterns; an error names `flag` if none match."""
+  if isinstance(patterns, str):
+    patterns = [p for p in patterns.split(",") if p]
+  files: list[str] = []
+  for pattern in patterns:
+    matched = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not matched:
+      raise FileNotFoundError(f"{flag}: no file matches {pattern!r}.")
+    files.extend(f for f in matched if f not in files)
+  return files
+
+
+def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: int = 30000,
+                do_lower_case: bool = True, keep_accents: bool = False, seed: int = 12345,
+                **overrides) -> str:
+  """Trains a SentencePiece model with the official ALBERT flags; returns the .model path.
+
+  Input lines get the same preprocessing as at tokenization time, so the vocabulary matches what the
+  tokenizer will see (lower-cased, accents stripped). `overrides` replace entries of
+  OFFICIAL_TRAINER_FLAGS (e.g. input_sentence_size, character_coverage).
+  """
+  unknown = set(overrides) - set(OFFICIAL_TRAINER_FLAGS)
+  if unknown:
+    raise ValueError(f"unknown trainer flag(s) {sorted(unknown)}; allowed: {sorted(OFFICIAL_TRAINER_FLAGS)}")
+  flags = {**OFFICIAL_TRAINER_FLAGS, **overrides}
+  out_dir = os.path.dirname(output_prefix)
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+  spm.set_random_generator_seed(seed)  # input sampling/shuffling: reproducible vocabularies
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=_iter_training_sentences(input_files, do_lower_case, keep_accents),
+      model_prefix=output_prefix, vocab_size=vocab_size, minloglevel=2, num_threads=os.cpu_count(),
+      **flags)
+  return output_prefix + ".model"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m albert_jax.data.tokenization",
+                                   description="ALBERT SentencePiece tools.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  train = sub.add_parser("train", help="train a SentencePiece model with the official ALBERT flags")
+  train.add_argument("--input", required=True, help="comma-separated globs of text files")
+  train.add_argument("--output", required=True, help="output prefix (writes PREFIX.model/.vocab)")
+  train.add_argument("--vocab_size", type=int, default=30000)
+  train.add_argument("--input_sentence_size", type=int,
+                     default=OFFICIAL_TRAINER_FLAGS["input_sentence_size"])
+  train.add_argument("--character_coverage", type=float,
+                     default=OFFICIAL_TRAINER_FLAGS["character_coverage"])
+  train.add_argument("--model_type", default="unigram", choices=["unigram", "bpe", "char", "word"])
+  train.add_argument("--do_lower_case", type=_parse_bool, default=True)
+  train.add_argument("--keep_accents", type=_parse_bool, default=False)
+  train.add_argument("--seed", type=int, default=12345)
+  args = parser.parse_args(argv)
+  try:
+    files = expand_globs(args.input)
+  except FileNotFoundError as e:
+    parser.error(str(e))
+  if args.vocab_size < 8:
+    parser.error(f"--vocab_size={args.vocab_size}: must be at least 8 (5 special pieces + text).")
+  path = train_model(files, args.output, vocab_size=args.vocab_size, do_lower_case=args.do_lower_case,
+                     keep_accents=args.keep_accents, seed=args.seed,
+                     input_sentence_size=args.input_sentence_size,
+                     character_coverage=args.character_coverage, model_type=args.model_type)
+  print(f"wrote {path} ({args.vocab_size} pieces) from {len(files)} file(s)")
+  return 0
+
+
+def _parse_bool(value: str) -> bool:
+  lowered = value.lower()
+  if lowered in ("1", "true", "yes"):
+    return True
+  if lowered in ("0", "false", "no"):
+    return False
+  raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

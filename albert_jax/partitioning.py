@@ -1,0 +1,111 @@
+"""Device mesh, logical-axis rules and shardings: how parameters and batches lie on the devices.
+
+Every parameter of the model carries logical axis names (modeling.py); `config.partitioning.rules`
+maps them to the mesh axes `data`, `fsdp` and `tensor`. Parameters and optimizer state are created
+sharded (abstract shapes -> shardings -> jitted init with out_shardings) and host batches become
+global arrays split over the batch axes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+# The batch dimension of activations and inputs is split over both data-parallel axes.
+BATCH_AXES = ("data", "fsdp")
+
+# Logical name -> mesh axes. Weights are split over `fsdp` on their hidden (H) dimension (ZeRO-3
+# style) and Megatron-style over `tensor` on heads/mlp/vocab; activations keep the hidden dimension
+# whole between blocks. Stacked `groups`/`layers` axes are never split.
+DEFAULT_RULES = (
+    ("act_batch", BATCH_AXES),
+    ("act_len", None),
+    ("act_hidden", None),
+    ("act_embed", None),
+    ("vocab", "tensor"),
+    ("embed", None),
+    ("hidden", "fsdp"),
+    ("hidden2", "fsdp"),
+    ("hidden_out", None),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("classes", None),
+    ("groups", None),
+    ("layers", None),
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `partitioning` section of a run config."""
+  c = ml_collections.ConfigDict()
+  # Mesh shape over (data, fsdp, tensor); one size may be -1 (= all remaining devices).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # (logical axis, mesh axes) pairs, see DEFAULT_RULES.
+  c.rules = DEFAULT_RULES
+  return c
+
+
+def create_mesh(mesh_shape: Mapping[str, int], devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A mesh over (data, fsdp, tensor) from `config.partitioning.mesh`; one size may be -1."""
+  devices = list(jax.devices() if devices is None else devices)
+  unknown = set(mesh_shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"config field 'partitioning.mesh' has unknown axes {sorted(unknown)}; "
+                     f"allowed: {MESH_AXES}")
+  sizes = [int(mesh_shape.get(a, 1)) for a in MESH_AXES]
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config field 'partitioning.mesh'={dict(mesh_shape)}: sizes must be "
+                     "positive, with at most one -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"config field 'partitioning.mesh'={dict(mesh_shape)} does not divide "
+                       f"the {len(devices)} devices")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"config field 'partitioning.mesh'={dict(mesh_shape)} needs "
+                     f"{math.prod(sizes)} devices, but {len(devices)} are available")
+  # Auto axes: Flax linen's logical constraints assert under Explicit mesh axes.
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def rules_tuple(rules: Any) -> tuple[tuple[str, Any], ...]:
+  """Normalizes config rules (lists from a ConfigDict) to the tuples flax expects."""
+  out = []
+  for name, axes in rules:
+    out.append((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes))
+  return tuple(out)
+
+
+def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Any) -> Any:
+  """NamedShardings for a tree of boxed (nn.Partitioned) leaves; unboxed leaves are replicated."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules_tuple(rules))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over the data-parallel axes, the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This host's slice of the batch -> global arrays (every host passes its own rows)."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in host_batch.items()}
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

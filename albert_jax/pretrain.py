@@ -1,0 +1,274 @@
+"""Builds the pretraining job from a config and runs it: data, model, LAMB, sharded train loop.
+
+    result = pretrain.run(config, workdir)
+
+The loop: restore (or warm start, or initialize) a sharded train state; read per-host batches and
+make them global arrays; run the ahead-of-time compiled step; every `log_every_steps` print and
+write metrics (read one report late, so the host never waits on the step it just dispatched);
+evaluate every `eval_every_steps`; save every `checkpoint_every_steps` and on SIGTERM/SIGINT
+(finish the step, save, exit cleanly). Non-finite steps are skipped; after
+`training.max_nonfinite_steps` in a row the run stops with the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from albert_jax import checkpoints
+from albert_jax import distributed
+from albert_jax import metrics as metrics_lib
+from albert_jax import modeling
+from albert_jax import objectives
+from albert_jax import optim
+from albert_jax import partitioning
+from albert_jax import trainer
+from albert_jax import warm_start
+from albert_jax.data import pipeline
+from albert_jax.model_config import ModelConfig
+
+
+class NonFiniteLossError(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag that the loop checks after each step."""
+
+  def __init__(self):
+    self.received: Optional[int] = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("received signal %d: finishing the current step, then saving", signum)
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def should_stop(self, step: int) -> bool:
+    local = self.received is not None
+    if jax.process_count() == 1:
+      return local
+    # All hosts must stop at the same step: agree on the flag (and on TPU preemption notices).
+    any_host = bool(np.asarray(multihost_utils.process_allgather(np.array([local]))).any())
+    return any_host or multihost_utils.reached_preemption_sync_point(step)
+
+
+def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
+  """Fails before compiling on configs that cannot work, naming the field."""
+  t = config.training
+  mesh = partitioning.create_mesh(config.partitioning.mesh)
+  dp = partitioning.data_parallel_size(mesh)
+  if t.global_batch_size % dp:
+    raise ValueError(f"config field 'training.global_batch_size'={t.global_batch_size} is not "
+                     f"divisible by the data-parallel size {dp} (mesh data x fsdp)")
+  if t.global_batch_size % num_processes:
+    raise ValueError(f"config field 'training.global_batch_size'={t.global_batch_size} is not "
+                     f"divisible by the number of processes {num_processes}")
+  if t.global_batch_size % t.microbatches or (t.global_batch_size // t.microbatches) % dp:
+    raise ValueError(f"config field 'training.microbatches'={t.microbatches}: each microbatch "
+                     f"of a {t.global_batch_size} batch must split over {dp} data-parallel devices")
+  if config.data.max_seq_length > config.model.max_position_embeddings:
+    raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
+                     f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
+  if config.data.spm_model:
+    from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
+    size = tokenization.load_sentencepiece(config.data.spm_model).get_piece_size()
+    if size > config.model.vocab_size:
+      raise ValueError(f"config field 'model.vocab_size'={config.model.vocab_size} is smaller than "
+                       f"the tokenizer's {size} pieces ({config.data.spm_model})")
+
+
+def _batch_shapes(config: ml_collections.ConfigDict, batch: int) -> dict[str, tuple]:
+  s, p = config.data.max_seq_length, config.data.max_predictions_per_seq
+  return {"input_ids": (batch, s), "input_mask": (batch, s), "segment_ids": (batch, s),
+          "masked_lm_positions": (batch, p), "masked_lm_ids": (batch, p),
+          "masked_lm_weights": (batch, p), "next_sentence_labels": (batch,)}
+
+
+def build_objective(config: ml_collections.ConfigDict) -> tuple[nn.Module, trainer.Objective]:
+  model = modeling.AlbertForPreTraining(config.model)
+
+  def forward(params, batch, rng, deterministic):
+    rngs = {} if rng is None else {"dropout": rng}
+    return model.apply({"params": params}, batch["input_ids"], batch["input_mask"],
+                       batch["segment_ids"], batch["masked_lm_positions"],
+                       deterministic=deterministic, rngs=rngs)
+
+  def loss_and_sums(outputs, batch, normalizers):
+    loss, metrics = objectives.pretraining_loss(outputs, batch,
+                                                config.training.inter_sentence_loss, normalizers)
+    return loss, {k: metrics[k] for k in objectives.SUM_KEYS}
+
+  return model, trainer.Objective(forward=forward, normalizers=objectives.loss_normalizers,
+                                  loss_and_sums=loss_and_sums,
+                                  metrics=objectives.metrics_from_sums)
+
+
+def _train_data(config, workdir_files, process_index, process_count):
+  per_host = config.training.global_batch_size // process_count
+  ds = pipeline.train_dataset(
+      workdir_files, batch_size_per_host=per_host, seed=config.seed,
+      max_seq_length=config.data.max_seq_length,
+      max_predictions_per_seq=config.data.max_predictions_per_seq, process_index=process_index,
+      process_count=process_count, shuffle_buffer_size=config.data.shuffle_buffer_size,
+      dynamic_masking=_dynamic_masking(config))
+  return pipeline.DataIterator(ds)
+
+
+def _dynamic_masking(config):
+  if not config.data.dynamic_masking:
+    return None
+  return pipeline.DynamicMasking.from_spm(
+      config.data.spm_model, max_predictions_per_seq=config.data.max_predictions_per_seq)
+
+
+def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
+  """Runs the whole held-out split once (every host the same number of batches)."""
+  per_host = config.training.eval_batch_size // jax.process_count()
+  ds, num_batches = pipeline.eval_dataset(
+      config.data.eval_files, batch_size_per_host=per_host,
+      max_seq_length=config.data.max_seq_length,
+      max_predictions_per_seq=config.data.max_predictions_per_seq,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      dynamic_masking=_dynamic_masking(config), seed=config.seed)
+  total = None
+  limit = config.training.eval_max_batches or num_batches
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
+    for i, host_batch in enumerate(ds.as_numpy_iterator()):
+      if i >= limit:
+        break
+      stats = eval_step(params, partitioning.global_batch(host_batch, mesh))
+      total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+  return {k: float(v) for k, v in objectives.metrics_from_sums(total).items()
+          if k not in objectives.SUM_KEYS}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) pretraining in `workdir`; returns the last train and eval metrics."""
+  distributed.maybe_initialize(config.multihost)
+  os.makedirs(workdir, exist_ok=True)
+  if config.data.get("corpus") and not config.data.train_files:
+    from albert_jax import demo_data  # pylint: disable=g-import-not-at-top
+    config = demo_data.prepare(config, workdir)
+  validate(config, jax.process_count())
+  is_chief = jax.process_index() == 0
+  t = config.training
+  model_cfg = ModelConfig.from_any(config.model)
+
+  mesh = partitioning.create_mesh(config.partitioning.mesh)
+  rules = config.partitioning.rules
+  model, objective = build_objective(config)
+  init_ids = jnp.zeros((1, config.data.max_seq_length), jnp.int32)
+  init_params = lambda rng: model.init(rng, init_ids)["params"]
+  boxed_shapes = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  tx = optim.make_optimizer(config.optimizer, total_steps=t.total_steps,
+                            stacked_axes=optim.stacked_axes_from_params(boxed_shapes))
+  lr_fn = optim.make_schedule(config.optimizer, t.total_steps)
+  rng = jax.random.PRNGKey(config.seed)
+  state, state_shardings = trainer.create_train_state(init_params, tx, mesh, rules,
+                                                      jax.random.fold_in(rng, 0))
+
+  ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
+  train_iter = _train_data(config, config.data.train_files, jax.process_index(),
+                           jax.process_count())
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    start_step, state, position = restored
+    state = jax.device_put(state, state_shardings)
+    if position is not None:
+      train_iter.restore(pipeline.position_path(position, jax.process_index()))
+    logging.info("resumed from step %d", start_step)
+  else:
+    start_step = 0
+    if config.init_from.path:
+      params = warm_start.load_params(config.init_from, model_cfg, state.params)
+      state = state.replace(params=jax.device_put(params, state_shardings.params))
+      logging.info("warm-started parameters from %s", config.init_from.path)
+
+  local_batch = next(train_iter)
+  global_batch = partitioning.global_batch(local_batch, mesh)
+  train_step = trainer.compile_step(
+      trainer.make_train_step(objective, tx, lr_fn, t.microbatches), state_shardings, mesh,
+      rules, state, global_batch, rng)
+  if is_chief:
+    print(trainer.describe_memory(train_step), flush=True)
+  eval_step = None
+  if config.data.eval_files:
+    eval_step = jax.jit(trainer.make_eval_step(objective))
+
+  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"))
+  tokens = t.global_batch_size * config.data.max_seq_length
+  flops = t.global_batch_size * metrics_lib.pretraining_flops_per_example(
+      model_cfg, config.data.max_seq_length, config.data.max_predictions_per_seq)
+  progress = metrics_lib.Progress(t.total_steps, start_step, tokens, flops, jax.device_count(),
+                                  metrics_lib.peak_flops_per_device(jax.devices()[0],
+                                                                    model_cfg.dtype))
+  last_train, last_eval, pending = {}, {}, None
+  step = start_step
+  save_position = lambda d: train_iter.save(pipeline.position_path(d, jax.process_index()))
+
+  def report(step_metrics, at_step):
+    values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+    if values["nonfinite_streak"] >= t.max_nonfinite_steps:
+      raise NonFiniteLossError(
+          f"{int(values['nonfinite_streak'])} consecutive steps up to step {at_step} had a "
+          f"non-finite loss or gradient (config field 'training.max_nonfinite_steps'="
+          f"{t.max_nonfinite_steps}); the last checkpoint holds the last good parameters")
+    values.update(progress.report(at_step))
+    if is_chief:
+      print(metrics_lib.format_line(at_step, t.total_steps, values), flush=True)
+    writer.scalars(at_step, {f"train/{k}": v for k, v in values.items()})
+    return values
+
+  with _StopSignal() as stop:
+    try:
+      while step < t.total_steps:
+        state, step_metrics = train_step(state, global_batch, rng)
+        step += 1
+        if step == start_step + 1:
+          progress.start(step)  # the first step included compilation
+        if pending is not None:   # read the previous report now that this step is queued
+          last_train = report(*pending)
+          pending = None
+        if step % t.log_every_steps == 0 or step == t.total_steps:
+          pending = (step_metrics, step)
+        if eval_step is not None and (step % t.eval_every_steps == 0 or step == t.total_steps):
+          last_eval = evaluate(config, eval_step, state.params, mesh, rules)
+          writer.scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
+          if is_chief:
+            print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"
+                                                       for k, v in last_eval.items()), flush=True)
+        stopping = stop.should_stop(step)
+        if ckpt.should_save(step) or stopping or step == t.total_steps:
+          ckpt.save(step, state, save_position, force=True)
+        if stopping:
+          logging.warning("stopped by signal at step %d; checkpoint saved", step)
+          break
+        if step < t.total_steps:
+          global_batch = partitioning.global_batch(next(train_iter), mesh)
+      if pending is not None:
+        last_train = report(*pending)
+    finally:
+      ckpt.close()
+      writer.close()
+  return {"step": step, "train": last_train, "eval": last_eval,
+          "checkpoints": ckpt.directory, "tensorboard": writer.logdir}

@@ -1,0 +1,84 @@
+"""ALBERT pretraining: `--config=configs/pretrain.py:size=base,version=2[,runlocal]`.
+
+Arguments: size = base | large | xlarge | xxlarge | bert_base | bert_large | tiny;
+version = 1 | 2 (dropout of the presets); runlocal = shrink everything so the config runs on a
+laptop on the bundled corpus (data created in the workdir) in a few minutes.
+Defaults are the paper's settings (reference §4.5): batch 4096, LAMB, lr 0.00176, 3125 warmup steps,
+linear decay to 0 at 125k steps, sequences of 512 with 20 predictions, SOP.
+"""
+
+import os
+
+import ml_collections
+
+from albert_jax import config_utils
+from albert_jax import distributed
+from albert_jax import model_config
+from albert_jax import optim
+from albert_jax import partitioning
+from albert_jax import warm_start
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "corpus")
+
+
+def get_config(arg=None):
+  args = config_utils.parse_arg(arg, size="base", version=2, runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 42  # one seed: init, dropout (folded with the step) and data order
+
+  name = args.size if args.size.startswith("bert_") or args.size == "tiny" else (
+      "albert_" + args.size)
+  c.model = model_config.preset(name, args.version)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_files = ""        # glob of TFRecords from create_pretraining_data
+  c.data.eval_files = ""         # held-out TFRecords ("" = no periodic eval)
+  c.data.spm_model = ""          # SentencePiece model (checked against model.vocab_size)
+  c.data.max_seq_length = 512
+  c.data.max_predictions_per_seq = 20
+  c.data.shuffle_buffer_size = 10_000
+  c.data.dynamic_masking = False  # mask at read time from token-only records
+  # Creating the data inside the workdir from text (used by the demo and runlocal):
+  c.data.corpus = ""             # globs of text files; used when train_files is empty
+  c.data.eval_corpus = ""
+  c.data.spm_vocab_size = 30000  # SentencePiece vocabulary trained when spm_model is empty
+  c.data.dupe_factor = 40
+  c.data.num_workers = 1
+
+  c.training = ml_collections.ConfigDict()
+  c.training.global_batch_size = 4096
+  c.training.microbatches = 1           # gradient accumulation steps per optimizer step
+  c.training.total_steps = 125_000
+  c.training.inter_sentence_loss = "sop"  # sop | nsp | none (Table 5)
+  c.training.log_every_steps = 100
+  c.training.eval_every_steps = 5000
+  c.training.eval_batch_size = 64
+  c.training.eval_max_batches = 100     # 0 = the whole eval split
+  c.training.checkpoint_every_steps = 5000
+  c.training.keep_checkpoints = 5
+  c.training.max_nonfinite_steps = 10   # consecutive skipped steps before the run stops
+
+  c.optimizer = optim.default_config()   # LAMB, lr 0.00176, warmup 3125, clip 1.0
+  c.partitioning = partitioning.default_config()
+  c.multihost = distributed.default_config()
+  c.init_from = warm_start.default_config()
+
+  if args.runlocal:
+    c.model = model_config.preset("tiny", args.version)
+    c.model.vocab_size = 2000
+    c.data.corpus = os.path.join(CORPUS, "library_*.txt")
+    c.data.eval_corpus = os.path.join(CORPUS, "faq.txt")
+    c.data.spm_vocab_size = 2000
+    c.data.max_seq_length = 128
+    c.data.dupe_factor = 1
+    c.data.shuffle_buffer_size = 1000
+    c.training.global_batch_size = 16
+    c.training.total_steps = 50
+    c.training.log_every_steps = 10
+    c.training.eval_every_steps = 50
+    c.training.eval_batch_size = 16
+    c.training.eval_max_batches = 10
+    c.training.checkpoint_every_steps = 25
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 5
+  return c
