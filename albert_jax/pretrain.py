@@ -12,11 +12,11 @@ evaluate every `eval_every_steps`; save every `checkpoint_every_steps` and on SI
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
-import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -123,6 +123,62 @@ def build_objective(config: ml_collections.ConfigDict) -> tuple[nn.Module, train
                                   metrics=objectives.metrics_from_sums)
 
 
+@dataclasses.dataclass
+class Job:
+  """Everything that defines the compiled train step, built from the config alone (no data).
+
+  Training and `albert_jax.plan` (ahead-of-time compilation for other devices) use the same Job,
+  so the program compiled for planning is the one that trains.
+  """
+
+  config: ml_collections.ConfigDict
+  model_config: ModelConfig
+  mesh: Any
+  rules: Any
+  objective: trainer.Objective
+  init_params: Any
+  tx: Any
+  learning_rate_fn: Any
+  rng: Any
+
+  def abstract_state(self):
+    return trainer.abstract_train_state(self.init_params, self.tx, self.mesh, self.rules,
+                                        jax.random.fold_in(self.rng, 0))
+
+  def create_state(self):
+    return trainer.create_train_state(self.init_params, self.tx, self.mesh, self.rules,
+                                      jax.random.fold_in(self.rng, 0))
+
+  def jitted_train_step(self, state_shardings):
+    step = trainer.make_train_step(self.objective, self.tx, self.learning_rate_fn,
+                                   self.config.training.microbatches)
+    return trainer.jit_train_step(step, state_shardings, self.mesh)
+
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch as the step sees it (shapes, dtypes and sharding)."""
+    sharding = partitioning.batch_sharding(self.mesh)
+    dtypes = {"masked_lm_weights": jnp.float32}
+    return {k: jax.ShapeDtypeStruct(shape, dtypes.get(k, jnp.int32), sharding=sharding)
+            for k, shape in _batch_shapes(self.config, self.config.training.global_batch_size)
+            .items()}
+
+
+def build_job(config: ml_collections.ConfigDict, devices: Optional[Sequence[Any]] = None) -> Job:
+  """The Job of a pretraining config on `devices` (default: all of this run's devices)."""
+  t = config.training
+  mesh = partitioning.create_mesh(config.partitioning.mesh, devices)
+  model, objective = build_objective(config)
+  init_ids = jnp.zeros((1, config.data.max_seq_length), jnp.int32)
+  init_params = lambda rng: model.init(rng, init_ids)["params"]
+  boxed_shapes = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  tx = optim.make_optimizer(config.optimizer, total_steps=t.total_steps,
+                            stacked_axes=optim.stacked_axes_from_params(boxed_shapes))
+  return Job(config=config, model_config=ModelConfig.from_any(config.model), mesh=mesh,
+             rules=config.partitioning.rules, objective=objective, init_params=init_params, tx=tx,
+             learning_rate_fn=optim.make_schedule(config.optimizer, t.total_steps),
+             rng=jax.random.PRNGKey(config.seed))
+
+
 def _train_data(config, workdir_files, process_index, process_count):
   per_host = config.training.global_batch_size // process_count
   ds = pipeline.train_dataset(
@@ -172,20 +228,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config, jax.process_count())
   is_chief = jax.process_index() == 0
   t = config.training
-  model_cfg = ModelConfig.from_any(config.model)
-
-  mesh = partitioning.create_mesh(config.partitioning.mesh)
-  rules = config.partitioning.rules
-  model, objective = build_objective(config)
-  init_ids = jnp.zeros((1, config.data.max_seq_length), jnp.int32)
-  init_params = lambda rng: model.init(rng, init_ids)["params"]
-  boxed_shapes = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-  tx = optim.make_optimizer(config.optimizer, total_steps=t.total_steps,
-                            stacked_axes=optim.stacked_axes_from_params(boxed_shapes))
-  lr_fn = optim.make_schedule(config.optimizer, t.total_steps)
-  rng = jax.random.PRNGKey(config.seed)
-  state, state_shardings = trainer.create_train_state(init_params, tx, mesh, rules,
-                                                      jax.random.fold_in(rng, 0))
+  job = build_job(config)
+  mesh, rules, rng, model_cfg = job.mesh, job.rules, job.rng, job.model_config
+  state, state_shardings = job.create_state()
 
   ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
   train_iter = _train_data(config, config.data.train_files, jax.process_index(),
@@ -206,14 +251,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   local_batch = next(train_iter)
   global_batch = partitioning.global_batch(local_batch, mesh)
-  train_step = trainer.compile_step(
-      trainer.make_train_step(objective, tx, lr_fn, t.microbatches), state_shardings, mesh,
-      rules, state, global_batch, rng)
+  train_step = trainer.compile_step(job.jitted_train_step(state_shardings), mesh, rules, state,
+                                    global_batch, rng)
   if is_chief:
     print(trainer.describe_memory(train_step), flush=True)
   eval_step = None
   if config.data.eval_files:
-    eval_step = jax.jit(trainer.make_eval_step(objective))
+    eval_step = jax.jit(trainer.make_eval_step(job.objective))
 
   writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"))
   tokens = t.global_batch_size * config.data.max_seq_length

@@ -55,26 +55,36 @@ class Objective:
   metrics: Callable[[Mapping[str, Array]], dict[str, Array]]
 
 
-def create_train_state(init_params: Callable[[Array], Any], tx: optax.GradientTransformation,
-                       mesh: Mesh, rules: Any, rng: Array) -> tuple[TrainState, Any]:
-  """Creates the train state already sharded; returns (state, state_shardings).
+def abstract_train_state(init_params: Callable[[Array], Any], tx: optax.GradientTransformation,
+                         mesh: Mesh, rules: Any, rng: Array) -> tuple[TrainState, Any]:
+  """(abstract state, state shardings) without allocating anything.
 
   `init_params(rng)` returns the model's boxed parameters (nn.Partitioned leaves): their logical
   names give the parameter shardings; optimizer-state leaves that mirror a parameter (same path
   and shape, e.g. Adam moments) take that parameter's sharding, the rest is replicated.
   """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
+    param_shardings = partitioning.logical_shardings(jax.eval_shape(init_params, rng), mesh,
+                                                     rules)
+    abstract = jax.eval_shape(_state_init(init_params, tx), rng)
+  return abstract, _state_shardings(abstract, param_shardings, partitioning.replicated(mesh))
+
+
+def _state_init(init_params, tx):
   def init(rng):
     params = nn.unbox(init_params(rng))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped_steps=zero,
                       nonfinite_streak=zero)
+  return init
 
+
+def create_train_state(init_params: Callable[[Array], Any], tx: optax.GradientTransformation,
+                       mesh: Mesh, rules: Any, rng: Array) -> tuple[TrainState, Any]:
+  """Creates the train state already sharded (see `abstract_train_state`)."""
+  _, shardings = abstract_train_state(init_params, tx, mesh, rules, rng)
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
-    param_shardings = partitioning.logical_shardings(jax.eval_shape(init_params, rng), mesh,
-                                                     rules)
-    abstract = jax.eval_shape(init, rng)
-    shardings = _state_shardings(abstract, param_shardings, partitioning.replicated(mesh))
-    state = jax.jit(init, out_shardings=shardings)(rng)
+    state = jax.jit(_state_init(init_params, tx), out_shardings=shardings)(rng)
   return state, shardings
 
 
@@ -174,18 +184,18 @@ def make_eval_step(objective: Objective):
   return eval_fn
 
 
-def compile_step(step_fn, state_shardings: Any, mesh: Mesh, rules: Any, state: TrainState,
-                 batch: Batch, rng: Array):
-  """Jits the step with in/out shardings and donated state and compiles it once ahead of time.
-  Returns the compiled executable (see `describe_memory`)."""
-  batch_sharding = jax.tree.map(lambda _: partitioning.batch_sharding(mesh), dict(batch))
-  jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding,
-                                          partitioning.replicated(mesh)),
-                   out_shardings=(state_shardings, partitioning.replicated(mesh)),
-                   donate_argnums=(0,))
+def jit_train_step(step_fn, state_shardings: Any, mesh: Mesh):
+  """The step jitted with in/out shardings (batch split over the data axes) and donated state."""
+  return jax.jit(step_fn, in_shardings=(state_shardings, partitioning.batch_sharding(mesh),
+                                        partitioning.replicated(mesh)),
+                 out_shardings=(state_shardings, partitioning.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def compile_step(jitted, mesh: Mesh, rules: Any, state: Any, batch: Any, rng: Any):
+  """Compiles a jitted step once ahead of time for these (possibly abstract) arguments."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
-    compiled = jitted.lower(state, batch, rng).compile()
-  return compiled
+    return jitted.lower(state, batch, rng).compile()
 
 
 def describe_memory(compiled) -> str:
@@ -196,7 +206,3 @@ def describe_memory(compiled) -> str:
   return (f"train step memory per device: arguments {analysis.argument_size_in_bytes / 2**20:.1f} "
           f"MiB, outputs {analysis.output_size_in_bytes / 2**20:.1f} MiB, temporaries "
           f"{analysis.temp_size_in_bytes / 2**20:.1f} MiB")
-
-
-def shardings_like(tree: Any, sharding: NamedSharding) -> Any:
-  return jax.tree.map(lambda _: sharding, tree)
