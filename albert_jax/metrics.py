@@ -8,6 +8,7 @@ guess.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Mapping, Optional
 
@@ -46,15 +47,19 @@ def pretraining_flops_per_example(cfg: ModelConfig, seq_len: int, num_prediction
 
 
 class Writer:
-  """TensorBoard scalars from process 0 (the others write nothing)."""
+  """TensorBoard scalars and a JSON-lines copy (`metrics.jsonl`, full precision, easy to collect)
+  from process 0; the other processes write nothing."""
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, jsonl_path: Optional[str] = None):
     self._writer = None
+    self._jsonl = None
+    self.logdir = logdir
     if jax.process_index() == 0:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       self._tf = tf
       self._writer = tf.summary.create_file_writer(logdir)
-    self.logdir = logdir
+      if jsonl_path:
+        self._jsonl = open(jsonl_path, "a", encoding="utf-8")
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if self._writer is None:
@@ -63,10 +68,16 @@ class Writer:
       for name, value in values.items():
         self._tf.summary.scalar(name, value, step=step)
     self._writer.flush()
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}})
+                        + "\n")
+      self._jsonl.flush()
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
 
 
 class Progress:

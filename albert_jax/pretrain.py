@@ -259,7 +259,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.data.eval_files:
     eval_step = jax.jit(trainer.make_eval_step(job.objective))
 
-  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"))
+  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"),
+                              os.path.join(workdir, "metrics.jsonl"))
   tokens = t.global_batch_size * config.data.max_seq_length
   flops = t.global_batch_size * metrics_lib.pretraining_flops_per_example(
       model_cfg, config.data.max_seq_length, config.data.max_predictions_per_seq)
@@ -303,6 +304,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                        for k, v in last_eval.items()), flush=True)
         stopping = stop.should_stop(step)
         if ckpt.should_save(step) or stopping or step == t.total_steps:
+          if pending is not None:  # the log is complete up to every checkpoint
+            last_train = report(*pending)
+            pending = None
           ckpt.save(step, state, save_position, force=True)
         if stopping:
           logging.warning("stopped by signal at step %d; checkpoint saved", step)

@@ -1,0 +1,392 @@
+"""SQuAD v1.1 / v2.0: readers (official JSON or tfds `squad/v1.1|v2.0`) and the official ALBERT
+featurization (`squad_utils.convert_examples_to_features`, reference albert_official.md §5.3-5.4).
+
+- The question keeps its first `max_query_length` pieces; the paragraph is cut into windows of
+  max_seq_length - |q| - 3 pieces starting every `doc_stride` pieces:
+  `[CLS] q [SEP] window [SEP]`, segment 0 for [CLS]/q/[SEP], 1 for the window and its [SEP].
+  `p_mask` is 1 on the question, both [SEP] and padding, 0 on [CLS] and the window.
+- Character <-> piece alignment: the pieces (▁ -> space) are matched to the raw paragraph with the
+  official banded longest-common-subsequence (XLNet's `_lcs_match`, characters compared after the
+  tokenizer's normalization); a paragraph matching less than 80% of its characters is dropped
+  ("MISMATCH DETECTED" in the official log). Alignments are cached per paragraph.
+- Training windows that do not contain the answer, and unanswerable questions, point at [CLS]
+  (start = end = 0) and are kept. A token's "max context" window is the one where
+  min(left, right context) + 0.01 * window length is largest.
+
+Local files: `task.data_dir` holds the official `train-v1.1.json`/`dev-v1.1.json` (or `-v2.0`).
+Splits: train, validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import unicodedata
+from typing import Any, Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+from albert_jax import squad_postprocess
+from albert_jax import task_metrics
+from albert_jax.data import tasks as tasks_lib
+from albert_jax.data.tokenization import SPIECE_UNDERLINE
+
+VERSIONS = ("1.1", "2.0")
+_FILES = {"train": "train-v{}.json", "validation": "dev-v{}.json"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  qas_id: str
+  question: str
+  context: str
+  answer_text: str            # training answer ("" when unanswerable or not training)
+  start_char: int             # its character offset in `context` (-1 when none)
+  is_impossible: bool
+  gold_answers: tuple[str, ...]  # every gold answer text (evaluation; () = unanswerable)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMeta:
+  """What decoding needs about one window (official InputFeatures, minus the model inputs)."""
+
+  example_index: int
+  doc_offset: int             # position of the window's first piece (= |q| + 2)
+  tok_start_to_orig: np.ndarray  # [window] first paragraph character of each piece
+  tok_end_to_orig: np.ndarray    # [window] last paragraph character of each piece
+  max_context: np.ndarray        # [window] bool: this window is the piece's max-context window
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading.
+# ----------------------------------------------------------------------------------------------
+
+
+def _need(obj: Any, key: str, where: str, kind: type) -> Any:
+  if not isinstance(obj, dict) or key not in obj:
+    raise ValueError(f"{where}: missing field {key!r}")
+  if not isinstance(obj[key], kind):
+    names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    raise ValueError(f"{where}: field {key!r} must be a {names}, got {type(obj[key]).__name__}")
+  return obj[key]
+
+
+def _example(qas_id, question, context, answers, is_impossible, is_training, where) -> Example:
+  texts = tuple(a["text"] for a in answers)
+  if not is_training:
+    return Example(qas_id, question, context, "", -1, is_impossible, texts)
+  if is_impossible:
+    return Example(qas_id, question, context, "", -1, True, ())
+  if len(answers) != 1:
+    # Official: "For training, each question should have exactly 1 answer."
+    raise ValueError(f"{where}: a training question needs exactly 1 answer, got {len(answers)}")
+  text, start = answers[0]["text"], int(answers[0]["answer_start"])
+  if not text or start < 0 or start + len(text) > len(context):
+    raise ValueError(f"{where}: answer {text!r} at character {start} does not lie inside the "
+                     f"{len(context)}-character context")
+  return Example(qas_id, question, context, text, start, False, texts)
+
+
+def read_json(path: str, is_training: bool) -> list[Example]:
+  """Examples of an official SQuAD JSON file (v1.1 or v2.0), with errors naming the entry."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"SQuAD file {path} not found (config field 'task.data_dir')")
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"SQuAD file {path} is not valid JSON: {e}") from None
+  examples = []
+  for a, article in enumerate(_need(data, "data", path, list)):
+    for p, paragraph in enumerate(_need(article, "paragraphs", f"{path}: data[{a}]", list)):
+      where_p = f"{path}: data[{a}].paragraphs[{p}]"
+      context = _need(paragraph, "context", where_p, str)
+      for q, qa in enumerate(_need(paragraph, "qas", where_p, list)):
+        where = f"{where_p}.qas[{q}]"
+        qas_id = str(_need(qa, "id", where, (str, int)))
+        answers = _need(qa, "answers", f"{where} (id {qas_id})", list)
+        for i, ans in enumerate(answers):
+          _need(ans, "text", f"{where}.answers[{i}]", str)
+          _need(ans, "answer_start", f"{where}.answers[{i}]", int)
+        examples.append(_example(qas_id, _need(qa, "question", where, str), context, answers,
+                                 bool(qa.get("is_impossible", False)), is_training,
+                                 f"{where} (id {qas_id})"))
+  return examples
+
+
+def read_examples(task: ml_collections.ConfigDict, split: str, is_training: bool) -> list[Example]:
+  if task.version not in VERSIONS:
+    raise ValueError(f"config field 'task.version'={task.version!r}: allowed {VERSIONS}")
+  if split not in _FILES:
+    raise ValueError(f"SQuAD: unknown split {split!r}; allowed: {sorted(_FILES)}")
+  if task.source == "files":
+    return read_json(os.path.join(task.data_dir, _FILES[split].format(task.version)), is_training)
+  if task.source != "tfds":
+    raise ValueError(f"config field 'task.source'={task.source!r}: allowed tfds, files")
+  examples = []
+  for ex in tasks_lib.tfds_examples(f"squad/v{task.version}", split, task.tfds_data_dir):
+    answers = [{"text": t, "answer_start": s}
+               for t, s in zip(ex["answers"]["text"], ex["answers"]["answer_start"])]
+    examples.append(_example(ex["id"], ex["question"], ex["context"], answers,
+                             bool(ex.get("is_impossible", False)), is_training,
+                             f"tfds squad/v{task.version} {split} id {ex['id']}"))
+  return examples
+
+
+# ----------------------------------------------------------------------------------------------
+# Character <-> piece alignment (official XLNet/ALBERT algorithm).
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalize_char(c: str, lower: bool, keep_accents: bool) -> str:
+  """Official preprocess_text(c, remove_space=False): NFKD, drop combining marks, lower-case."""
+  if not keep_accents:
+    c = "".join(x for x in unicodedata.normalize("NFKD", c) if not unicodedata.combining(x))
+  return c.lower() if lower else c
+
+
+def _lcs_match(orig: Sequence[str], tok: str, max_dist: int) -> tuple[dict, dict]:
+  """Banded LCS between normalized paragraph characters and the piece text; (f, g) tables."""
+  f: dict[tuple[int, int], int] = {}
+  g: dict[tuple[int, int], int] = {}
+  n, m = len(orig), len(tok)
+  for i in range(n):
+    for j in range(max(i - max_dist, 0), min(i + max_dist, m)):
+      if i > 0:
+        g[i, j] = 0
+        f[i, j] = f.get((i - 1, j), 0)
+      if j > 0 and f.get((i, j - 1), 0) > f.get((i, j), 0):
+        g[i, j] = 1
+        f[i, j] = f[i, j - 1]
+      f_prev = f.get((i - 1, j - 1), 0) if i > 0 and j > 0 else 0
+      if orig[i] == tok[j] and f_prev + 1 > f.get((i, j), 0):
+        g[i, j] = 2
+        f[i, j] = f_prev + 1
+  return f, g
+
+
+def _convert_index(index: list, pos: int, m: Optional[int] = None, is_start: bool = True) -> int:
+  """Official `_convert_index`: map `pos` through `index`, bridging unaligned (None) entries."""
+  if index[pos] is not None:
+    return index[pos]
+  n = len(index)
+  rear = pos
+  while rear < n - 1 and index[rear] is None:
+    rear += 1
+  front = pos
+  while front > 0 and index[front] is None:
+    front -= 1
+  if index[front] is None:
+    if index[rear] >= 1:
+      return 0 if is_start else index[rear] - 1
+    return index[rear]
+  if index[rear] is None:
+    if m is not None and index[front] < m - 1:
+      return index[front] + 1 if is_start else m - 1
+    return index[front]
+  if is_start:
+    return index[front] + 1 if index[rear] > index[front] + 1 else index[rear]
+  return index[rear] - 1 if index[rear] > index[front] + 1 else index[front]
+
+
+@dataclasses.dataclass
+class Alignment:
+  piece_ids: list[int]
+  tok_start_to_orig: list[int]
+  tok_end_to_orig: list[int]
+  orig_to_chartok: list
+  chartok_to_tok: list[int]
+
+
+def align_paragraph(context: str, tokenizer) -> Optional[Alignment]:
+  """Pieces of `context` and their character spans in it; None on an official MISMATCH."""
+  pieces = tokenizer.tokenize(context)
+  chartok_to_tok, tok_start, tok_end = [], [], []
+  count = 0
+  for i, piece in enumerate(pieces):
+    text = piece.replace(SPIECE_UNDERLINE, " ")
+    chartok_to_tok.extend([i] * len(text))
+    tok_start.append(count)
+    count += len(text)
+    tok_end.append(count - 1)
+  tok_text = "".join(pieces).replace(SPIECE_UNDERLINE, " ")
+  n, m = len(context), len(tok_text)
+  if n == 0 or m == 0:
+    return None
+  orig = [_normalize_char(c, tokenizer.do_lower_case, tokenizer.keep_accents) for c in context]
+  max_dist = abs(n - m) + 5
+  for _ in range(2):
+    f, g = _lcs_match(orig, tok_text, max_dist)
+    if f.get((n - 1, m - 1), 0) > 0.8 * n:
+      break
+    max_dist *= 2
+  orig_to_chartok: list = [None] * n
+  chartok_to_orig: list = [None] * m
+  i, j = n - 1, m - 1
+  while i >= 0 and j >= 0 and (i, j) in g:
+    if g[i, j] == 2:
+      orig_to_chartok[i], chartok_to_orig[j] = j, i
+      i, j = i - 1, j - 1
+    elif g[i, j] == 1:
+      j -= 1
+    else:
+      i -= 1
+  if all(v is None for v in orig_to_chartok) or f.get((n - 1, m - 1), 0) < 0.8 * n:
+    return None
+  return Alignment(
+      piece_ids=tokenizer.convert_tokens_to_ids(pieces),
+      tok_start_to_orig=[_convert_index(chartok_to_orig, s, n, True) for s in tok_start],
+      tok_end_to_orig=[_convert_index(chartok_to_orig, e, n, False) for e in tok_end],
+      orig_to_chartok=orig_to_chartok, chartok_to_tok=chartok_to_tok)
+
+
+# ----------------------------------------------------------------------------------------------
+# Windows.
+# ----------------------------------------------------------------------------------------------
+
+
+def doc_spans(num_tokens: int, max_tokens: int, stride: int) -> list[tuple[int, int]]:
+  """(start, length) windows of the official sliding window."""
+  spans, start = [], 0
+  while start < num_tokens:
+    length = min(num_tokens - start, max_tokens)
+    spans.append((start, length))
+    if start + length == num_tokens:
+      break
+    start += min(length, stride)
+  return spans
+
+
+def is_max_context(spans: list[tuple[int, int]], span_index: int, position: int) -> bool:
+  """Official `_check_is_max_context`."""
+  best_score, best_index = None, None
+  for k, (start, length) in enumerate(spans):
+    end = start + length - 1
+    if position < start or position > end:
+      continue
+    score = min(position - start, end - position) + 0.01 * length
+    if best_score is None or score > best_score:
+      best_score, best_index = score, k
+  return span_index == best_index
+
+
+def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_stride: int,
+              max_query_length: int, is_training: bool
+              ) -> tuple[dict[str, np.ndarray], list[FeatureMeta], dict[str, int]]:
+  """(arrays, per-window metadata, counts) with the official windows and labels."""
+  rows: dict[str, list] = {k: [] for k in ("input_ids", "input_mask", "segment_ids", "p_mask",
+                                           "start_positions", "end_positions", "is_impossible")}
+  meta: list[FeatureMeta] = []
+  stats = {"examples": len(examples), "mismatch": 0, "bad_answer_span": 0, "positive": 0,
+           "negative": 0}
+  alignments: dict[str, Optional[Alignment]] = {}
+  for example_index, ex in enumerate(examples):
+    query = tokenizer.encode(ex.question)[:max_query_length]
+    max_tokens = max_seq_length - len(query) - 3
+    if max_tokens <= 0:
+      raise ValueError(f"config field 'task.max_seq_length'={max_seq_length} leaves no room for "
+                       f"the paragraph after a {len(query)}-piece question (max_query_length="
+                       f"{max_query_length})")
+    if ex.context not in alignments:
+      alignments[ex.context] = align_paragraph(ex.context, tokenizer)
+    al = alignments[ex.context]
+    if al is None:
+      stats["mismatch"] += 1
+      continue
+    tok_start = tok_end = 0
+    if is_training and not ex.is_impossible:
+      end_char = ex.start_char + len(ex.answer_text) - 1
+      tok_start = al.chartok_to_tok[_convert_index(al.orig_to_chartok, ex.start_char, None, True)]
+      tok_end = al.chartok_to_tok[_convert_index(al.orig_to_chartok, end_char, None, False)]
+      if tok_start > tok_end:  # the official code asserts here
+        stats["bad_answer_span"] += 1
+        continue
+    spans = doc_spans(len(al.piece_ids), max_tokens, doc_stride)
+    for k, (start, length) in enumerate(spans):
+      ids = [tokenizer.cls_id] + query + [tokenizer.sep_id] + al.piece_ids[start:start + length]
+      ids.append(tokenizer.sep_id)
+      doc_offset = len(query) + 2
+      segments = [0] * doc_offset + [1] * (length + 1)
+      p_mask = [0] + [1] * (len(query) + 1) + [0] * length + [1]
+      ids, mask = tasks_lib.pad_ids(ids, max_seq_length)
+      pad = max_seq_length - len(segments)
+      impossible = ex.is_impossible
+      start_pos = end_pos = 0
+      if is_training and not impossible:
+        if tok_start >= start and tok_end <= start + length - 1:
+          start_pos, end_pos = tok_start - start + doc_offset, tok_end - start + doc_offset
+        else:
+          impossible = True  # the window misses the answer: point at [CLS], keep it
+      stats["negative" if impossible else "positive"] += 1
+      rows["input_ids"].append(ids)
+      rows["input_mask"].append(mask)
+      rows["segment_ids"].append(segments + [0] * pad)
+      rows["p_mask"].append(p_mask + [1] * pad)
+      rows["start_positions"].append(start_pos)
+      rows["end_positions"].append(end_pos)
+      rows["is_impossible"].append(int(impossible))
+      meta.append(FeatureMeta(
+          example_index=example_index, doc_offset=doc_offset,
+          tok_start_to_orig=np.asarray(al.tok_start_to_orig[start:start + length], np.int32),
+          tok_end_to_orig=np.asarray(al.tok_end_to_orig[start:start + length], np.int32),
+          max_context=np.asarray([is_max_context(spans, k, start + t) for t in range(length)])))
+  seq_keys = ("input_ids", "input_mask", "segment_ids", "p_mask")
+  arrays = {k: np.asarray(v, np.int32).reshape((-1, max_seq_length) if k in seq_keys else (-1,))
+            for k, v in rows.items()}
+  return arrays, meta, stats
+
+
+def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
+               is_training: bool) -> tasks_lib.Split:
+  examples = read_examples(task, split, is_training)
+  examples = tasks_lib.limit(examples, task.max_train_examples if is_training
+                             else task.max_eval_examples)
+  if not examples:
+    raise ValueError(f"SQuAD v{task.version}: split {split!r} has no examples")
+  arrays, meta, stats = featurize(examples, tokenizer, task.max_seq_length, task.doc_stride,
+                                  task.max_query_length, is_training)
+  if not meta:
+    raise ValueError(f"SQuAD v{task.version}: split {split!r} gave no features ({stats})")
+  stats["rows"] = len(meta)
+  return tasks_lib.Split(name=split, arrays=arrays, meta=(examples, meta),
+                         has_labels=not is_training, stats=stats)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring and outputs.
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
+             outputs: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, Any]]:
+  """Official decoding and scoring: v1 EM/F1; v2 with the dev-tuned null threshold."""
+  examples, meta = split.meta
+  gold = {ex.qas_id: list(ex.gold_answers) for ex in examples}
+  if task.version == "1.1":
+    preds, nbest = squad_postprocess.v1_predictions(
+        examples, meta, outputs["start_logits"], outputs["end_logits"], task.n_best_size,
+        task.max_answer_length)
+    metrics = task_metrics.squad_v1_evaluate(gold, preds)
+    return metrics, {"predictions": preds, "nbest": nbest}
+  best, null_scores, nbest = squad_postprocess.v2_predictions(
+      examples, meta, outputs, task.n_best_size, task.max_answer_length)
+  metrics, preds = task_metrics.squad_v2_albert_eval(gold, best, null_scores)
+  return metrics, {"predictions": preds, "nbest": nbest, "null_odds": null_scores}
+
+
+def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
+                  predictions: dict[str, Any], out_dir: str) -> list[str]:
+  """predictions.json, nbest_predictions.json and (v2) null_odds.json, as the official code."""
+  os.makedirs(out_dir, exist_ok=True)
+  prefix = "" if split.name == "validation" else f"{split.name}_"
+  paths = []
+  for key, name in (("predictions", "predictions.json"), ("nbest", "nbest_predictions.json"),
+                    ("null_odds", "null_odds.json")):
+    if key in predictions:
+      path = os.path.join(out_dir, prefix + name)
+      with open(path, "w", encoding="utf-8") as f:
+        json.dump(predictions[key], f, indent=2, ensure_ascii=False)
+      paths.append(path)
+  return paths

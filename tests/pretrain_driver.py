@@ -1,0 +1,50 @@
+"""Runs `pretrain.run` on a tiny config in a subprocess, optionally dying by SIGKILL right after a
+checkpoint is written (a hard crash at a known point, for the resume tests).
+
+    python tests/pretrain_driver.py WORKDIR TRAIN_FILES [--kill_after=STEP] [--set key=value ...]
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from albert_jax import checkpoints, pretrain  # noqa: E402
+from trainer_fixtures import tiny_config  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("workdir")
+  parser.add_argument("train_files")
+  parser.add_argument("--kill_after", type=int, default=0)
+  parser.add_argument("--set", action="append", default=[], help="dotted.key=json_value")
+  args = parser.parse_args()
+  config = tiny_config(args.train_files)
+  for item in args.set:
+    key, value = item.split("=", 1)
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = json.loads(value)
+
+  if args.kill_after:
+    save = checkpoints.Checkpointer.save
+
+    def save_then_die(self, step, *a, **k):
+      save(self, step, *a, **k)
+      if step == args.kill_after:
+        self.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoints.Checkpointer.save = save_then_die
+  result = pretrain.run(config, args.workdir)
+  print("RESULT " + json.dumps({"step": result["step"], "eval": result["eval"]}), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,43 @@
+"""Two JAX processes on 127.0.0.1 (gloo CPU collectives, 2 devices each) train like one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from test_trainer import run_steps
+from trainer_fixtures import synthetic_batch, tiny_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+  if jax.device_count() < 4:
+    pytest.skip("needs 4 (fake) devices for the single-process reference")
+  port = free_port()
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
+                             str(port), str(i), "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  per_process = [json.loads(out.split("LOSSES ", 1)[1]) for out, _ in outs]
+  assert per_process[0] == per_process[1]
+
+  config = tiny_config()
+  config.partitioning.mesh = {"data": 4, "fsdp": 1, "tensor": 1}
+  ref, _ = run_steps(config, jax.devices()[:4], [synthetic_batch(config, s) for s in range(3)])
+  np.testing.assert_allclose(per_process[0], ref, rtol=1e-5)

@@ -1,0 +1,127 @@
+"""Whole pretraining runs: exact resume after a crash, SIGTERM, a corrupt checkpoint, warm start,
+the NaN stop, and the demo config through the real entry point."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+# One process, one device: the runs here are about the loop, not sharding.
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+
+
+def driver(workdir, records, *extra, check=True):
+  cmd = [sys.executable, os.path.join(HERE, "pretrain_driver.py"), str(workdir),
+         str(records / "*.tfrecord"), *extra]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+  return proc
+
+
+def losses(workdir):
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def params_at(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(path)["params"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, static_records):
+  workdir = tmp_path_factory.mktemp("straight")
+  driver(workdir, static_records)
+  return workdir
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, static_records, straight):
+  killed = driver(tmp_path, static_records, "--kill_after=3", check=False)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  assert sorted(losses(tmp_path)) == [1, 2, 3]
+  driver(tmp_path, static_records)
+  ref, got = losses(straight), losses(tmp_path)
+  assert sorted(got) == [1, 2, 3, 4, 5, 6]
+  assert [got[s] for s in range(1, 7)] == [ref[s] for s in range(1, 7)]
+  jax.tree.map(np.testing.assert_array_equal, params_at(tmp_path, 6), params_at(straight, 6))
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, static_records):
+  cmd = [sys.executable, os.path.join(HERE, "pretrain_driver.py"), str(tmp_path),
+         str(static_records / "*.tfrecord"), "--set", "training.total_steps=100000",
+         "--set", "training.checkpoint_every_steps=100000"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                          cwd=REPO)
+  for line in proc.stdout:
+    if line.startswith("step 5/"):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  result = json.loads(out.split("RESULT ", 1)[1])
+  assert 5 <= result["step"] < 100000
+  assert os.path.isdir(os.path.join(tmp_path, "checkpoints", str(result["step"])))
+  assert os.path.isdir(os.path.join(tmp_path, "data_positions", str(result["step"])))
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, static_records, straight):
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  state_dir = workdir / "checkpoints" / "6" / "state"
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  proc = driver(workdir, static_records)
+  assert "falling back" in proc.stderr
+  assert os.listdir(workdir / "corrupt_checkpoints")
+  # Resumed from step 3: steps 4..6 repeat the straight run exactly.
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  redo = [r["train/loss"] for r in rows if r["step"] in (4, 5, 6)]
+  ref = losses(straight)
+  assert len(redo) == 6 and redo[3:] == [ref[4], ref[5], ref[6]]
+  jax.tree.map(np.testing.assert_array_equal, params_at(workdir, 6), params_at(straight, 6))
+
+
+def test_warm_start_from_another_run(tmp_path, static_records, straight):
+  # lr(0) = 0, so one step leaves the warm-started parameters unchanged.
+  driver(tmp_path, static_records, "--set", f'init_from.path="{straight}"',
+         "--set", "training.total_steps=2", "--set", "training.checkpoint_every_steps=1")
+  jax.tree.map(np.testing.assert_array_equal, params_at(tmp_path, 1), params_at(straight, 6))
+
+
+def test_nonfinite_losses_stop_the_run(tmp_path, static_records):
+  proc = driver(tmp_path, static_records, "--set", "optimizer.learning_rate=1e30",
+                "--set", "optimizer.weight_decay=0.0", "--set", "training.total_steps=20",
+                "--set", "training.max_nonfinite_steps=2", check=False)
+  assert proc.returncode != 0
+  assert "non-finite" in proc.stderr and "training.max_nonfinite_steps" in proc.stderr
+
+
+def test_demo_config_through_main(tmp_path):
+  corpus = os.path.join(REPO, "data", "corpus")
+  cmd = [sys.executable, "-m", "albert_jax.main", "--config=configs/demo.py",
+         f"--workdir={tmp_path}", "--config.training.total_steps=4",
+         f"--config.data.corpus={corpus}/tutorial.txt",
+         f"--config.data.eval_corpus={corpus}/faq.txt",
+         "--config.training.log_every_steps=2", "--config.training.eval_every_steps=4",
+         "--config.training.checkpoint_every_steps=4", "--config.data.spm_vocab_size=1000",
+         "--config.model.vocab_size=1000", "--config.optimizer.warmup_steps=1"]
+  start = time.time()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr
+  assert "final eval: MLM accuracy" in proc.stdout and "step 4/4" in proc.stdout
+  assert os.path.isdir(tmp_path / "checkpoints" / "4")
+  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+  assert time.time() - start < 300
