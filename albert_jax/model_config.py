@@ -59,6 +59,9 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat_policy: str = "none"
+  # Steps of the depth scan unrolled per loop iteration (1: a rolled loop, compile time independent
+  # of depth; num_hidden_layers: straight-line code like an unrolled Python loop).
+  scan_unroll: int = 1
 
   def __post_init__(self):
     _validate(self)
@@ -103,7 +106,7 @@ def _validate(c: ModelConfig) -> None:
 
   for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "intermediate_size", "num_hidden_groups",
-               "inner_group_num", "max_position_embeddings", "type_vocab_size"):
+               "inner_group_num", "max_position_embeddings", "type_vocab_size", "scan_unroll"):
     value = getattr(c, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       fail(name, f"must be a positive integer, got {value!r}")

@@ -183,7 +183,8 @@ def _depth_scan(cfg: ModelConfig):
     step = nn.remat(step, prevent_cse=False, static_argnums=(3,),
                     policy=getattr(jax.checkpoint_policies, cfg.remat_policy))
   common = dict(in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.layers_per_group,
-                split_rngs={"params": False, "dropout": True})
+                split_rngs={"params": False, "dropout": True},
+                unroll=min(cfg.scan_unroll, cfg.layers_per_group))
   if cfg.layer_sharing == "all":
     return nn.scan(step, variable_broadcast="params", **common)
   stacked = dict(variable_axes={"params": 0}, metadata_params={nn.PARTITION_NAME: "layers"},

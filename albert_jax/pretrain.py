@@ -89,6 +89,16 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   if config.data.max_seq_length > config.model.max_position_embeddings:
     raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
+  for field in ("train_files", "eval_files"):
+    pattern = config.data[field]
+    if field == "train_files" and not pattern:
+      raise ValueError("config field 'data.train_files' is empty: give record files "
+                       "(create_pretraining_data) or a text corpus in 'data.corpus'")
+    if pattern:
+      try:
+        pipeline.list_files(pattern)
+      except FileNotFoundError as e:
+        raise ValueError(f"config field 'data.{field}': {e}") from e
   if config.data.spm_model:
     from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
     size = tokenization.load_sentencepiece(config.data.spm_model).get_piece_size()

@@ -103,16 +103,23 @@ def test_nonfinite_step_is_skipped_and_counted(devices):
     (lambda c: c.data.update(max_seq_length=1024), "data.max_seq_length"),
     (lambda c: c.training.update(microbatches=3), "training.microbatches"),
 ])
-def test_invalid_configs_fail_before_compiling(devices, change, field):
-  config = tiny_config()
+def test_invalid_configs_fail_before_compiling(devices, change, field, static_records):
+  config = tiny_config(str(static_records / "*.tfrecord"))
   config.partitioning.mesh = {"data": 8, "fsdp": 1, "tensor": 1}
   change(config)
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
     pretrain.validate(config, 1)
 
 
-def test_vocab_smaller_than_tokenizer(spm_model):
-  config = tiny_config()
+def test_missing_data_files(tmp_path):
+  config = tiny_config(str(tmp_path / "nothing-*.tfrecord"))
+  config.partitioning.mesh = {"data": -1}
+  with pytest.raises(ValueError, match=r"data\.train_files"):
+    pretrain.validate(config, 1)
+
+
+def test_vocab_smaller_than_tokenizer(spm_model, static_records):
+  config = tiny_config(str(static_records / "*.tfrecord"))
   config.data.spm_model = spm_model
   config.model.vocab_size = 1000
   config.partitioning.mesh = {"data": -1}

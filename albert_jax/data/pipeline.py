@@ -37,7 +37,6 @@ store [1] per example; we squeeze it); eval adds example_mask [B].
 from __future__ import annotations
 
 import dataclasses
-import glob
 import math
 import os
 from collections.abc import Iterator
@@ -74,7 +73,8 @@ class DynamicMasking:
 def list_files(file_pattern: str | list[str]) -> list[str]:
   """Sorted files matching a glob (or comma-separated globs, or a list); an error if none match."""
   patterns = file_pattern if isinstance(file_pattern, list) else file_pattern.split(",")
-  files = sorted({f for p in patterns if p for f in glob.glob(os.path.expanduser(p))})
+  # tf.io.gfile also reads gs:// and other remote file systems (TPU pods keep data in buckets).
+  files = sorted({f for p in patterns if p for f in tf.io.gfile.glob(os.path.expanduser(p))})
   if not files:
     raise FileNotFoundError(f"no record file matches {file_pattern!r}.")
   return files

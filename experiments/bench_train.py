@@ -1,0 +1,128 @@
+"""Training-step benchmark: speed and MFU of one config, and compile time / memory against depth.
+
+    # speed of the real (compiled, sharded) train step on synthetic batches
+    python experiments/bench_train.py speed --config=configs/pretrain.py:size=base \\
+        --config.training.global_batch_size=8 --config.data.max_seq_length=128
+
+    # compile time and XLA temp memory for L = 12/24/48, `all` sharing, scan vs unrolled, remat on/off
+    python experiments/bench_train.py depth --config=configs/pretrain.py:size=base \\
+        --config.training.global_batch_size=8 --config.data.max_seq_length=128
+
+MFU is reported against the device's peak: the bf16 table in albert_jax/metrics.py on TPU/GPU, and on
+the CPU the matmul throughput measured in the same run (a large float32 `jnp.dot`), which is the
+honest ceiling for a CPU (the step's own dtype is float32 there).
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from albert_jax import metrics, partitioning, pretrain, trainer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config", lock_config=False)
+_STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
+_DEPTHS = flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
+
+
+def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  b, s = config.training.global_batch_size, config.data.max_seq_length
+  p = config.data.max_predictions_per_seq
+  return {"input_ids": rng.integers(5, config.model.vocab_size, (b, s), dtype=np.int32),
+          "input_mask": np.ones((b, s), np.int32), "segment_ids": np.zeros((b, s), np.int32),
+          "masked_lm_positions": rng.integers(1, s, (b, p), dtype=np.int32),
+          "masked_lm_ids": rng.integers(5, config.model.vocab_size, (b, p), dtype=np.int32),
+          "masked_lm_weights": np.ones((b, p), np.float32),
+          "next_sentence_labels": rng.integers(0, 2, (b,), dtype=np.int32)}
+
+
+def measured_matmul_peak(n: int = 4096, dtype=jnp.float32, repeats: int = 5) -> float:
+  """FLOP/s of a large square matmul on the default device (best of `repeats`)."""
+  a = jnp.ones((n, n), dtype)
+  dot = jax.jit(lambda x: x @ x)
+  dot(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best
+
+
+def compile_job(config):
+  """(job, compiled step, seconds to lower + compile) for the abstract state and batch."""
+  job = pretrain.build_job(config)
+  abstract, shardings = job.abstract_state()
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  rng = jax.ShapeDtypeStruct(job.rng.shape, job.rng.dtype)
+  start = time.perf_counter()
+  compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, abstract,
+                                  job.abstract_batch(), rng)
+  return job, compiled, time.perf_counter() - start
+
+
+def speed(config) -> None:
+  job, compiled, compile_seconds = compile_job(config)
+  state, _ = job.create_state()
+  batches = [partitioning.global_batch(synthetic_batch(config, i), job.mesh) for i in range(2)]
+  state, m = compiled(state, batches[0], job.rng)
+  jax.block_until_ready(m)
+  start = time.perf_counter()
+  for i in range(_STEPS.value):
+    state, m = compiled(state, batches[i % 2], job.rng)
+  jax.block_until_ready(m)
+  step_seconds = (time.perf_counter() - start) / _STEPS.value
+  t, d = config.training, config.data
+  flops = t.global_batch_size * metrics.pretraining_flops_per_example(
+      job.model_config, d.max_seq_length, d.max_predictions_per_seq)
+  per_device = flops / step_seconds / jax.device_count()
+  device = jax.devices()[0]
+  peak = metrics.peak_flops_per_device(device, job.model_config.dtype)
+  source = "bf16 table"
+  if peak is None and device.platform == "cpu":
+    peak, source = measured_matmul_peak(), "measured float32 matmul"
+  print(f"device: {device.device_kind} x{jax.device_count()}")
+  print(f"compile {compile_seconds:.1f} s | step {step_seconds * 1e3:.1f} ms | "
+        f"{t.global_batch_size * d.max_seq_length / step_seconds:,.0f} tokens/s | "
+        f"{per_device / 1e12:.3f} TFLOP/s per device (analytic model FLOPs)")
+  if peak:
+    print(f"peak {peak / 1e12:.3f} TFLOP/s per device ({source}) -> MFU {per_device / peak:.1%}")
+  else:
+    print("no known peak for this device and dtype: MFU not reported")
+  print(trainer.describe_memory(compiled))
+
+
+def depth(config) -> None:
+  print("| L | loop | remat | compile s | temp MiB |")
+  print("|---|---|---|---|---|")
+  for layers in map(int, _DEPTHS.value):
+    for unrolled in (False, True):
+      for remat in ("none", "nothing_saveable"):
+        c = config.copy_and_resolve_references()
+        c.model.num_hidden_layers = layers
+        c.model.layer_sharing = "all"
+        c.model.scan_unroll = layers if unrolled else 1
+        c.model.remat_policy = remat
+        _, compiled, seconds = compile_job(c)
+        temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+        print(f"| {layers} | {'unrolled' if unrolled else 'scan'} | {remat} | {seconds:.1f} | "
+              f"{temp:.1f} |", flush=True)
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in ("speed", "depth"):
+    raise app.UsageError("usage: bench_train.py speed|depth --config=...")
+  {"speed": speed, "depth": depth}[argv[1]](_CONFIG.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
