@@ -28,7 +28,8 @@ def _create(corpus: str, spm_model: str, output: str, config: ml_collections.Con
           f"--max_predictions_per_seq={d.max_predictions_per_seq}",
           f"--dupe_factor={d.dupe_factor}", f"--random_seed={seed}", "--overwrite",
           f"--num_workers={d.num_workers}", "--progress=false",
-          f"--masking={'none' if d.dynamic_masking else 'static'}"]
+          f"--masking={'none' if d.dynamic_masking else 'static'}",
+          f"--random_next_sentence={str(bool(d.random_next_sentence)).lower()}"]
   if create_pretraining_data.main(argv) != 0:
     raise RuntimeError(f"creating pretraining data from {corpus} into {output} failed")
 

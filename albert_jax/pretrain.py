@@ -189,10 +189,10 @@ def build_job(config: ml_collections.ConfigDict, devices: Optional[Sequence[Any]
              rng=jax.random.PRNGKey(config.seed))
 
 
-def _train_data(config, workdir_files, process_index, process_count):
+def _train_data(config, files, process_index, process_count):
   per_host = config.training.global_batch_size // process_count
   ds = pipeline.train_dataset(
-      workdir_files, batch_size_per_host=per_host, seed=config.seed,
+      files, batch_size_per_host=per_host, seed=config.seed,
       max_seq_length=config.data.max_seq_length,
       max_predictions_per_seq=config.data.max_predictions_per_seq, process_index=process_index,
       process_count=process_count, shuffle_buffer_size=config.data.shuffle_buffer_size,
@@ -228,6 +228,25 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
           if k not in objectives.SUM_KEYS}
 
 
+def _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings):
+  """(state, step): the workdir's latest checkpoint with its reader position, else a warm start
+  from `config.init_from`, else the fresh `state`."""
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    step, state, position = restored
+    if position is not None:
+      train_iter.restore(pipeline.position_path(position, jax.process_index()))
+    else:
+      logging.warning("checkpoint %d has no saved reader position: data restart from the "
+                      "beginning", step)
+    logging.info("resumed from step %d", step)
+    return jax.device_put(state, state_shardings), step
+  if config.init_from.path:
+    params = warm_start.load_params(config.init_from, job.model_config, state.params)
+    state = state.replace(params=jax.device_put(params, state_shardings.params))
+  return state, 0
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) pretraining in `workdir`; returns the last train and eval metrics."""
   distributed.maybe_initialize(config.multihost)
@@ -245,20 +264,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
   train_iter = _train_data(config, config.data.train_files, jax.process_index(),
                            jax.process_count())
-  restored = ckpt.restore_latest(state)
-  if restored is not None:
-    start_step, state, position = restored
-    state = jax.device_put(state, state_shardings)
-    if position is not None:
-      train_iter.restore(pipeline.position_path(position, jax.process_index()))
-    logging.info("resumed from step %d", start_step)
-  else:
-    start_step = 0
-    if config.init_from.path:
-      params = warm_start.load_params(config.init_from, model_cfg, state.params)
-      state = state.replace(params=jax.device_put(params, state_shardings.params))
-      logging.info("warm-started parameters from %s", config.init_from.path)
-
+  state, start_step = _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings)
   local_batch = next(train_iter)
   global_batch = partitioning.global_batch(local_batch, mesh)
   train_step = trainer.compile_step(job.jitted_train_step(state_shardings), mesh, rules, state,

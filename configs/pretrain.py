@@ -44,6 +44,7 @@ def get_config(arg=None):
   c.data.spm_vocab_size = 30000  # SentencePiece vocabulary trained when spm_model is empty
   c.data.dupe_factor = 40
   c.data.num_workers = 1
+  c.data.random_next_sentence = False  # create NSP instead of SOP data (Table 5's NSP row)
 
   c.training = ml_collections.ConfigDict()
   c.training.global_batch_size = 4096

@@ -1,0 +1,174 @@
+"""Launches a sweep: locally one run after another (resumable), or prints pod / SLURM commands.
+
+    # on this machine, every run in ROOT/<sweep>/<run>; finished runs are skipped, interrupted
+    # ones resume from their last checkpoint when launched again
+    python experiments/launch.py --sweep=table4 --root=/tmp/sweeps --runlocal
+    python experiments/launch.py --sweep=table4 --root=gs://bucket/sweeps \\
+        --data='gs://bucket/data/train/*.tfrecord' --eval_data='gs://bucket/data/eval/*.tfrecord' \\
+        --spm_model=gs://bucket/30k-clean.model --mode=tpu --tpu=my-v3-512 --zone=europe-west4-a
+    python experiments/launch.py --sweep=depth ... --mode=slurm --slurm_nodes=4   # writes sbatch files
+
+A run is finished when its workdir has DONE.json. `--set field=value` adds overrides to every run
+(e.g. `--set training.total_steps=10` for a rehearsal). Runs that warm-start from an earlier run of
+the sweep (the depth sweep) point `init_from.path` at that run's workdir, so they must run in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+
+_SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
+_ROOT = flags.DEFINE_string("root", None, "directory holding one workdir per run")
+_MODE = flags.DEFINE_enum("mode", "local", ["local", "print", "tpu", "slurm"], "how to launch")
+_RUNLOCAL = flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus")
+_ONLY = flags.DEFINE_list("only", [], "run only these run names")
+_SET = flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)")
+_DATA = flags.DEFINE_string("data", "", "training records (data.train_files)")
+_EVAL_DATA = flags.DEFINE_string("eval_data", "", "held-out records (data.eval_files)")
+_EXTRA_DATA = flags.DEFINE_string("extra_data", "", "records with the additional data (Table 7)")
+_NSP_DATA = flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run")
+_SPM = flags.DEFINE_string("spm_model", "", "SentencePiece model (data.spm_model)")
+_TPU = flags.DEFINE_string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
+_ZONE = flags.DEFINE_string("zone", "$ZONE", "TPU zone (--mode=tpu)")
+_SLURM_NODES = flags.DEFINE_integer("slurm_nodes", 1, "nodes per run (--mode=slurm)")
+_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 8, "GPUs per node (--mode=slurm)")
+
+
+def workdir(root: str, sweep: sweeps.Sweep, run: sweeps.Run) -> str:
+  return os.path.join(root, sweep.name, run.name)
+
+
+def overrides(sweep: sweeps.Sweep, run: sweeps.Run, root: str, runlocal: bool,
+              extra: dict) -> ml_collections.ConfigDict:
+  """The run's full config: sweep overrides, data flags, warm start, then --set."""
+  config = sweeps.run_config(run, runlocal, {"extra_data": _EXTRA_DATA.value})
+  data = {"train_files": _DATA.value, "eval_files": _EVAL_DATA.value, "spm_model": _SPM.value}
+  if run.overrides.get("data.random_next_sentence") and _NSP_DATA.value:
+    data["train_files"] = _NSP_DATA.value
+  for key, value in data.items():
+    if value and not (key == "train_files" and "data.train_files" in run.overrides):
+      config.data[key] = value
+  if run.init_from_run:
+    config.init_from.path = os.path.join(root, sweep.name, run.init_from_run)
+  for key, value in extra.items():
+    sweeps._set(config, key, value)  # pylint: disable=protected-access
+  return config
+
+
+def parse_sets(items: list[str]) -> dict:
+  out = {}
+  for item in items:
+    key, _, value = item.partition("=")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
+
+
+def command(run: sweeps.Run, config: ml_collections.ConfigDict, wd: str, runlocal: bool) -> str:
+  """The `albert_jax.main` command line of a run (every field that differs from the preset)."""
+  base = sweeps.run_config(dataclasses.replace(run, overrides={}), runlocal)
+  args = [sys.executable if _MODE.value == "local" else "python", "-m", "albert_jax.main",
+          f"--config=configs/pretrain.py:size={run.size},version={run.version}"
+          + (",runlocal" if runlocal else ""), f"--workdir={wd}"]
+  flat_base = _flatten(base.to_dict())
+  for key, value in _flatten(config.to_dict()).items():
+    if flat_base.get(key) != value:
+      args.append(f"--config.{key}={_flag_value(value)}")
+  return " ".join(shlex.quote(a) for a in args)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return json.dumps(value)
+  return str(value)
+
+
+def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> None:
+  from albert_jax import pretrain  # pylint: disable=g-import-not-at-top
+  done = os.path.join(wd, "DONE.json")
+  if os.path.exists(done):
+    print(f"[{sweep.name}/{run.name}] finished earlier: skipped", flush=True)
+    return
+  os.makedirs(wd, exist_ok=True)
+  with open(os.path.join(wd, "run.json"), "w") as f:
+    json.dump({"sweep": sweep.name, "run": run.name, "config": config.to_dict()}, f, indent=2,
+              default=str)
+  print(f"[{sweep.name}/{run.name}] training in {wd}", flush=True)
+  result = pretrain.run(config, wd)
+  with open(done, "w") as f:
+    json.dump({"step": result["step"], "train": result["train"], "eval": result["eval"]}, f,
+              indent=2)
+
+
+def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
+  """Creates the runlocal data once per data setting under ROOT/_data and points config at it."""
+  from albert_jax import demo_data  # pylint: disable=g-import-not-at-top
+  name = "nsp" if config.data.random_next_sentence else "sop"
+  return demo_data.prepare(config, os.path.join(root, "_data", name))
+
+
+def main(argv):
+  del argv
+  sweep = sweeps.get_sweep(_SWEEP.value)
+  for need in sweep.needs:
+    if _MODE.value == "local" and not _RUNLOCAL.value and not flags.FLAGS[need].value:
+      raise app.UsageError(f"sweep {sweep.name} needs --{need}")
+  extra = parse_sets(_SET.value)
+  runs = [r for r in sweep.runs if not _ONLY.value or r.name in _ONLY.value]
+  unknown = set(_ONLY.value) - {r.name for r in sweep.runs}
+  if unknown:
+    raise app.UsageError(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}")
+  lines = []
+  for run in runs:
+    wd = workdir(_ROOT.value, sweep, run)
+    config = overrides(sweep, run, _ROOT.value, _RUNLOCAL.value, extra)
+    if _MODE.value == "local":
+      if _RUNLOCAL.value and not _DATA.value:
+        config = shared_local_data(_ROOT.value, config)
+      run_local(sweep, run, config, wd)
+      continue
+    cmd = command(run, config, wd, _RUNLOCAL.value)
+    if _MODE.value == "tpu":
+      cmd = (f"gcloud compute tpus tpu-vm ssh {_TPU.value} --zone={_ZONE.value} --worker=all "
+             f"--command={shlex.quote('cd albert_jax && ' + cmd)}")
+    elif _MODE.value == "slurm":
+      path = os.path.join(_ROOT.value, sweep.name, f"{run.name}.sbatch")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w") as f:
+        f.write(f"#!/bin/bash\n#SBATCH --job-name={sweep.name}-{run.name}\n"
+                f"#SBATCH --nodes={_SLURM_NODES.value}\n#SBATCH --ntasks-per-node=1\n"
+                f"#SBATCH --gpus-per-node={_SLURM_GPUS.value}\n"
+                f"srun {cmd}\n")
+      cmd = f"sbatch {path}" + (f"  # after {run.init_from_run} finishes" if run.init_from_run
+                                else "")
+    lines.append(cmd)
+  if lines:
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["sweep", "root"])
+  app.run(main)

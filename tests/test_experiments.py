@@ -1,0 +1,96 @@
+"""experiments/: sweeps, parameter table, launcher (with a whole Table 4 rehearsal), collection."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+
+import params_table  # noqa: E402
+import sweeps  # noqa: E402
+
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+
+
+def test_every_sweep_builds_valid_configs():
+  from albert_jax.model_config import ModelConfig
+  assert set(sweeps.SWEEPS) == {"table2", "table3", "table4", "table5", "table7", "table8",
+                                "depth", "width"}
+  for sweep in sweeps.SWEEPS.values():
+    names = [r.name for r in sweep.runs]
+    assert len(names) == len(set(names)), sweep.name
+    for run in sweep.runs:
+      for runlocal in (False, True):
+        config = sweeps.run_config(run, runlocal, {"extra_data": "/data/extra/*.tfrecord"})
+        ModelConfig.from_any(config.model)
+        assert set(sweeps.PAPER_COLUMNS) <= set(run.paper), run.name
+  depth = sweeps.get_sweep("depth")
+  assert [r.init_from_run for r in depth.runs] == ["", "L1", "L3", "L6", "L12", "L24"]
+  with pytest.raises(ValueError, match="extra_data"):
+    sweeps.run_config(sweeps.get_sweep("table7").runs[1])
+
+
+def test_parameter_table_agrees_with_the_paper():
+  rows = params_table.rows()
+  assert len(rows) == sum(len(s.runs) for s in sweeps.SWEEPS.values())
+  for r in rows:
+    assert r["agrees"] or r["note"], r  # every disagreement is explained
+  by_name = {(r["sweep"], r["run"]): r["ours"] for r in rows}
+  assert by_name[("table4", "E768_attention")] == pytest.approx(83.1e6, abs=0.05e6)
+  assert by_name[("table4", "E128_ffn")] == pytest.approx(37.7e6, abs=0.05e6)
+  assert by_name[("table3", "all_shared_E64")] == pytest.approx(9.7e6, abs=0.05e6)
+  assert by_name[("width", "H4096")] == 222_595_584
+
+
+def test_launcher_prints_pod_and_slurm_commands(tmp_path):
+  run = lambda *a: subprocess.run([sys.executable, "experiments/launch.py", *a], cwd=REPO,
+                                  capture_output=True, text=True, env=ENV, check=True).stdout
+  out = run("--sweep=depth", f"--root={tmp_path}", "--mode=tpu", "--data=gs://b/train/*",
+            "--spm_model=gs://b/spm.model", "--tpu=v3-512", "--zone=z")
+  lines = out.strip().splitlines()
+  assert len(lines) == 6 and all("--worker=all" in l for l in lines)
+  assert f"--config.init_from.path={tmp_path}/depth/L24" in lines[-1]
+  assert "--config.model.num_hidden_layers=48" in lines[-1]
+  out = run("--sweep=table4", f"--root={tmp_path}", "--mode=slurm", "--data=/d/*")
+  assert len([l for l in out.splitlines() if l.startswith("sbatch ")]) == 8
+  script = open(tmp_path / "table4" / "E768_attention.sbatch").read()
+  assert "srun" in script and "--config.model.layer_sharing=attention" in script
+
+
+def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
+  corpus = os.path.join(REPO, "data", "corpus")
+  sets = ["training.total_steps=4", "training.log_every_steps=2", "training.eval_every_steps=4",
+          "training.checkpoint_every_steps=4", "optimizer.warmup_steps=1",
+          "data.spm_vocab_size=1000", "model.vocab_size=1000",
+          f"data.corpus={corpus}/tutorial.txt", f"data.eval_corpus={corpus}/faq.txt"]
+  launch = [sys.executable, "experiments/launch.py", "--sweep=table4", f"--root={tmp_path}",
+            "--runlocal"] + [f"--set={s}" for s in sets]
+  first = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.stdout.count("training in") == 8
+  again = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV, check=True)
+  assert again.stdout.count("finished earlier: skipped") == 8
+
+  out = subprocess.run([sys.executable, "experiments/collect.py", "--sweep=table4",
+                        f"--root={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = open(tmp_path / "table4" / "table4.md").read()
+  assert table.count("| E") == 8 and "83M" in table
+  rows = list(csv.DictReader(open(tmp_path / "table4" / "table4.csv")))
+  assert len(rows) == 8 and all(float(r["mlm_accuracy"]) >= 0 for r in rows)
+  assert all(r["steps"] == "4" for r in rows)
+  for name in ("table4_curves.png", "table4_params.png"):
+    assert open(tmp_path / "table4" / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speedup_smoke():
+  out = subprocess.run([sys.executable, "experiments/speedup.py", "--runlocal", "--seq=32",
+                        "--batch=4", "--timed_steps=1", "--models=bert_large,albert_base"],
+                       cwd=REPO, capture_output=True, text=True, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "| bert_large |" in out.stdout and "| 1.00x | 1.0x |" in out.stdout
