@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from typing import Any, Callable, Optional
 
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
 
 class Checkpointer:
   """Periodic async saves with keep-K, resume with fallback, reader positions beside each step."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int):
-    self.workdir = os.path.abspath(workdir)
+    # tf.io.gfile: workdirs may be buckets (gs://...) on TPU pods.
+    self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     self.positions = os.path.join(self.workdir, "data_positions")
     self.every_steps = every_steps
@@ -55,11 +56,12 @@ class Checkpointer:
   def _prune_positions(self) -> None:
     """Deletes reader positions older than the oldest checkpoint kept."""
     steps = self._manager.all_steps()
-    if jax.process_index() != 0 or not steps or not os.path.isdir(self.positions):
+    if jax.process_index() != 0 or not steps or not tf.io.gfile.isdir(self.positions):
       return
-    for name in os.listdir(self.positions):
+    for name in tf.io.gfile.listdir(self.positions):
+      name = name.rstrip("/")
       if name.isdigit() and int(name) < min(steps):
-        shutil.rmtree(os.path.join(self.positions, name), ignore_errors=True)
+        tf.io.gfile.rmtree(os.path.join(self.positions, name))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -76,15 +78,15 @@ class Checkpointer:
         self._set_aside(step)
         continue
       position = os.path.join(self.positions, str(step))
-      return step, restored["state"], position if os.path.isdir(position) else None
+      return step, restored["state"], position if tf.io.gfile.isdir(position) else None
     return None
 
   def _set_aside(self, step: int) -> None:
     """Moves a broken step out of orbax's sight (kept for inspection) so it is not retried."""
     if jax.process_index() == 0:
       aside = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
-      os.makedirs(os.path.dirname(aside), exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)), aside)
+      tf.io.gfile.makedirs(os.path.dirname(aside))
+      tf.io.gfile.rename(os.path.join(self.directory, str(step)), aside)
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
     self._manager.close()
     self._manager = self._new_manager(self._keep)

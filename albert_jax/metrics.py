@@ -59,7 +59,12 @@ class Writer:
       self._tf = tf
       self._writer = tf.summary.create_file_writer(logdir)
       if jsonl_path:
-        self._jsonl = open(jsonl_path, "a", encoding="utf-8")
+        # Buckets have no append: keep the rows and rewrite the (small) file on every write.
+        self._jsonl_path = jsonl_path
+        self._jsonl = []
+        if tf.io.gfile.exists(jsonl_path):
+          with tf.io.gfile.GFile(jsonl_path) as f:
+            self._jsonl = f.read().splitlines()
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if self._writer is None:
@@ -69,15 +74,14 @@ class Writer:
         self._tf.summary.scalar(name, value, step=step)
     self._writer.flush()
     if self._jsonl is not None:
-      self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}})
-                        + "\n")
-      self._jsonl.flush()
+      self._jsonl.append(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}))
+      with self._tf.io.gfile.GFile(self._jsonl_path + ".tmp", "w") as f:
+        f.write("\n".join(self._jsonl) + "\n")
+      self._tf.io.gfile.rename(self._jsonl_path + ".tmp", self._jsonl_path, overwrite=True)
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
-    if self._jsonl is not None:
-      self._jsonl.close()
 
 
 class Progress:

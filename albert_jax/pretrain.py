@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from albert_jax import checkpoints
@@ -250,7 +251,7 @@ def _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) pretraining in `workdir`; returns the last train and eval metrics."""
   distributed.maybe_initialize(config.multihost)
-  os.makedirs(workdir, exist_ok=True)
+  tf.io.gfile.makedirs(workdir)  # local or a bucket (gs://)
   if config.data.get("corpus") and not config.data.train_files:
     from albert_jax import demo_data  # pylint: disable=g-import-not-at-top
     config = demo_data.prepare(config, workdir)

@@ -41,13 +41,15 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _detect(path: str) -> str:
-  if os.path.exists(os.path.join(path, "model_config.json")):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  exists = tf.io.gfile.exists  # also for buckets (gs://)
+  if exists(os.path.join(path, "model_config.json")):
     return "checkpoint"
-  if os.path.isdir(os.path.join(path, "checkpoints")):
+  if exists(os.path.join(path, "checkpoints")):
     return "workdir"
-  if os.path.exists(os.path.join(path, "config.json")):
+  if exists(os.path.join(path, "config.json")):
     return "hf"
-  if os.path.exists(path + ".index") or os.path.isdir(os.path.join(path, "variables")):
+  if exists(path + ".index") or exists(os.path.join(path, "variables")):
     return "tf"
   raise FileNotFoundError(f"config field 'init_from.path'={path!r}: not an albert_jax checkpoint, "
                           "a run's workdir, a Hugging Face directory or a TF checkpoint")
@@ -55,8 +57,10 @@ def _detect(path: str) -> str:
 
 def _latest_workdir_params(workdir: str) -> dict:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(s.rstrip("/")) for s in tf.io.gfile.listdir(directory)
+                 if s.rstrip("/").isdigit())
   if not steps:
     raise FileNotFoundError(f"config field 'init_from.path': {directory} holds no checkpoint")
   state = ocp.StandardCheckpointer().restore(os.path.join(directory, str(steps[-1]), "state"))
