@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax import layers as _m
+from albert_jax import layers
 from albert_jax.model_config import ModelConfig
 
 Array = jax.Array
@@ -35,9 +35,9 @@ class MaskedLMHead(nn.Module):
     h = sequence_output
     if masked_positions is not None:
       h = gather_positions(h, masked_positions)
-    h = _m.activation(cfg.hidden_act)(_m.dense(cfg, cfg.embedding_size, ("hidden", "embed"),
+    h = layers.activation(cfg.hidden_act)(layers.dense(cfg, cfg.embedding_size, ("hidden", "embed"),
                                                "dense")(h))
-    h = _m.layer_norm(cfg, "embed", "LayerNorm")(h).astype(cfg.dtype)
+    h = layers.layer_norm(cfg, "embed", "LayerNorm")(h).astype(cfg.dtype)
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                            ("vocab",)),
                       (cfg.vocab_size,), cfg.param_dtype)
@@ -51,7 +51,7 @@ class SentenceOrderHead(nn.Module):
 
   @nn.compact
   def __call__(self, pooled_output: Array) -> Array:
-    logits = _m.dense(self.config, 2, ("hidden", "classes"), "classifier")(pooled_output)
+    logits = layers.dense(self.config, 2, ("hidden", "classes"), "classifier")(pooled_output)
     return logits.astype(jnp.float32)
 
 
@@ -64,7 +64,7 @@ class ClassificationHead(nn.Module):
   @nn.compact
   def __call__(self, pooled_output: Array, deterministic: bool) -> Array:
     x = nn.Dropout(self.config.classifier_dropout_prob)(pooled_output, deterministic=deterministic)
-    return _m.dense(self.config, self.num_labels, ("hidden", "classes"), "classifier")(x).astype(
+    return layers.dense(self.config, self.num_labels, ("hidden", "classes"), "classifier")(x).astype(
         jnp.float32)
 
 
@@ -75,7 +75,7 @@ class SpanHead(nn.Module):
 
   @nn.compact
   def __call__(self, sequence_output: Array) -> dict[str, Array]:
-    logits = _m.dense(self.config, 2, ("hidden", "classes"), "dense")(sequence_output)
+    logits = layers.dense(self.config, 2, ("hidden", "classes"), "dense")(sequence_output)
     logits = logits.astype(jnp.float32)
     return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
 
@@ -105,12 +105,12 @@ class SquadV2Head(nn.Module):
     hidden = cfg.hidden_size
     h = sequence_output.astype(jnp.float32)
     p_mask = p_mask.astype(jnp.float32)
-    start_logits = _m.dense(cfg, 1, ("hidden", "classes"), "start_dense")(h)[..., 0]
+    start_logits = layers.dense(cfg, 1, ("hidden", "classes"), "start_dense")(h)[..., 0]
     start_log_probs = _masked_log_softmax(start_logits.astype(jnp.float32), p_mask)
 
-    end_hidden = _m.dense(cfg, hidden, ("hidden2", "hidden"), "end_dense_0")
-    end_norm = _m.layer_norm(cfg, "hidden", "end_LayerNorm")
-    end_out = _m.dense(cfg, 1, ("hidden", "classes"), "end_dense_1")
+    end_hidden = layers.dense(cfg, hidden, ("hidden2", "hidden"), "end_dense_0")
+    end_norm = layers.layer_norm(cfg, "hidden", "end_LayerNorm")
+    end_out = layers.dense(cfg, 1, ("hidden", "classes"), "end_dense_1")
 
     def end_logits_given(start_features):  # start_features broadcastable to h
       x = jnp.concatenate([h, jnp.broadcast_to(start_features, h.shape)], axis=-1)
@@ -138,9 +138,9 @@ class SquadV2Head(nn.Module):
     start_probs = jnp.exp(start_log_probs)
     start_feature = jnp.einsum("bt,bth->bh", start_probs, h)
     x = jnp.concatenate([start_feature, h[:, 0]], axis=-1)
-    x = jnp.tanh(_m.dense(cfg, hidden, ("hidden2", "hidden"), "answer_class_dense_0")(x))
+    x = jnp.tanh(layers.dense(cfg, hidden, ("hidden2", "hidden"), "answer_class_dense_0")(x))
     x = nn.Dropout(cfg.classifier_dropout_prob)(x, deterministic=deterministic)
-    cls_logits = _m.dense(cfg, 1, ("hidden", "classes"), "answer_class_dense_1",
+    cls_logits = layers.dense(cfg, 1, ("hidden", "classes"), "answer_class_dense_1",
                           use_bias=False)(x)[..., 0]
     out["cls_logits"] = cls_logits.astype(jnp.float32)
     return out
