@@ -13,6 +13,7 @@ usable as `init_from.path`, e.g. MNLI -> RTE). The whole evaluation history is k
 `DIR/eval_history.json`. At the end the best parameters predict `task.predict_splits`.
 
 Outputs in DIR: `metrics.json` (best/final/per-split metrics, history, data counts, config),
+`metrics.jsonl` (every logged train/eval scalar, as in pretraining),
 `outputs/` (GLUE `<split>_predictions.tsv` and submission TSVs such as MNLI-m.tsv; SQuAD
 predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl),
 `checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache).
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from albert_jax import checkpoints
 from albert_jax import convert
@@ -114,7 +116,8 @@ def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trai
                                      batch["start_positions"][:, None], axis=-1)[:, 0]
         end = -jnp.take_along_axis(outputs["end_log_probs"],
                                    batch["end_positions"][:, None], axis=-1)[:, 0]
-        cls = optax_sigmoid_ce(outputs["cls_logits"], batch["is_impossible"])
+        cls = optax.sigmoid_binary_cross_entropy(outputs["cls_logits"],
+                                                batch["is_impossible"].astype(jnp.float32))
         return (start + end) / 2 + 0.5 * cls, None
       return (_nll(outputs["start_logits"], batch["start_positions"])
               + _nll(outputs["end_logits"], batch["end_positions"])) / 2, None
@@ -142,13 +145,6 @@ def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trai
 
   return trainer.Objective(forward=forward, normalizers=normalizers,
                            loss_and_sums=loss_and_sums, metrics=metrics)
-
-
-def optax_sigmoid_ce(logits, labels):
-  """tf.nn.sigmoid_cross_entropy_with_logits, stable form."""
-  z = labels.astype(jnp.float32)
-  x = logits.astype(jnp.float32)
-  return jnp.maximum(x, 0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
 def output_keys(task) -> tuple[str, ...]:
@@ -275,15 +271,6 @@ def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -
 # ----------------------------------------------------------------------------------------------
 
 
-def load_split(config, tokenizer, split: str, is_training: bool, cache_dir: Optional[str]):
-  task = config.task
-  key = {"task": task.to_dict(), "split": split, "is_training": is_training,
-         "spm": tasks_lib.file_fingerprint(task.spm_model)}
-  module = tasks_lib.family_module(task.family)
-  return tasks_lib.cached_split(
-      cache_dir, key, lambda: module.load_split(task, tokenizer, split, is_training))
-
-
 def predict_split(predict_fn, params, split: tasks_lib.Split, config, mesh, rules
                   ) -> dict[str, np.ndarray]:
   """Model outputs for every row of `split`, in row order (padding rows dropped)."""
@@ -319,6 +306,15 @@ def warm_params(source: dict, target: Any, init_from, head: str) -> tuple[dict, 
   if "albert" not in source:
     raise ValueError(f"config field 'init_from.path'={init_from.path!r}: the source has no "
                      f"'albert' encoder parameters (top-level keys: {sorted(source)})")
+  try:
+    source_vocab = np.shape(source["albert"]["embeddings"]["word_embeddings"]["embedding"])[0]
+  except (KeyError, TypeError):
+    source_vocab = None
+  target_vocab = target["albert"]["embeddings"]["word_embeddings"]["embedding"].shape[0]
+  if source_vocab is not None and source_vocab != target_vocab:
+    raise ValueError(f"vocabulary mismatch: the checkpoint {init_from.path!r} has "
+                     f"{source_vocab} word embeddings but the tokenizer (config field "
+                     f"'task.spm_model') has {target_vocab} pieces")
   params = dict(target)
   params["albert"] = warm_start.fit_params(source["albert"], target["albert"], init_from.group0)
   head_from = "fresh"
@@ -348,26 +344,6 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(tmp, path)
 
 
-def _prepare_tokenizer(config, workdir: str) -> ml_collections.ConfigDict:
-  """With `task.spm_model` empty and `task.spm_corpus` set (runlocal), trains one in the workdir."""
-  task = config.task
-  if task.spm_model:
-    return config
-  if not task.get("spm_corpus"):
-    raise ValueError("config field 'task.spm_model' is empty: give the SentencePiece model of "
-                     "the checkpoint you fine-tune (e.g. 30k-clean.model)")
-  prefix = os.path.join(os.path.abspath(workdir), "spm")
-  if jax.process_index() == 0 and not os.path.exists(prefix + ".model"):
-    tokenization.train_model(tokenization.expand_globs(task.spm_corpus, "task.spm_corpus"),
-                             prefix, vocab_size=config.model.vocab_size,
-                             input_sentence_size=1_000_000)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  multihost_utils.sync_global_devices("spm ready")
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.task.spm_model = prefix + ".model"
-  return config
-
-
 # ----------------------------------------------------------------------------------------------
 # The run.
 # ----------------------------------------------------------------------------------------------
@@ -379,7 +355,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  config = _prepare_tokenizer(config, workdir)
+  if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
+                                                      workdir)
   source_cfg, source = None, None
   if config.init_from.path:
     source_cfg, source = warm_start.read_source(config.init_from)
@@ -389,9 +368,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                   do_lower_case=task.do_lower_case)
   validate(config, tokenizer, jax.process_count())
   cache = os.path.join(workdir, "features")
-  train = load_split(config, tokenizer, task.train_split, True, cache)
-  evals = [load_split(config, tokenizer, s, False, cache)
+  train = tasks_lib.load_split(task, tokenizer, task.train_split, True, cache)
+  evals = [tasks_lib.load_split(task, tokenizer, s, False, cache)
            for s in tasks_lib.split_list(task.eval_splits)]
+  # Test splits are read now so that a missing or malformed file fails before training.
+  tests = [tasks_lib.load_split(task, tokenizer, s, False, cache)
+           for s in tasks_lib.split_list(task.predict_splits)]
 
   job = build_job(config)
   mesh, rules = job.mesh, job.rules
@@ -407,7 +389,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = jax.device_put(state, shardings)
     if os.path.exists(history_path):
       with open(history_path) as f:
-        history = [h for h in json.load(f)["history"] if h["step"] <= step]
+        saved = json.load(f)
+      history = [h for h in saved["history"] if h["step"] <= step]
+      head_from = saved.get("head_init", head_from)
     logging.info("resumed from step %d", step)
   else:
     step = 0
@@ -419,12 +403,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   batch_of = lambda s: partitioning.global_batch(tasks_lib.train_batch(
       train.arrays, s, t.global_batch_size, config.seed, jax.process_index(),
       jax.process_count()), mesh)
-  train_step = trainer.compile_step(job.jitted_train_step(shardings), mesh, rules, state,
-                                    batch_of(step), job.rng)
+  train_step = None  # compiled on the first step (a finished run that is resumed needs none)
   predict_fn = jax.jit(make_predict(config, job.model),
                        in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
                        out_shardings=partitioning.replicated(mesh))
-  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"))
+  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"),
+                              os.path.join(workdir, "metrics.jsonl"))
   metric = task.selection_metric
   score = lambda h: h["metrics"][metric]
   best = max(history, key=score) if history else None
@@ -437,7 +421,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise ValueError(f"config field 'task.selection_metric'={metric!r} is not among the "
                        f"evaluation metrics {sorted(values)}")
     history.append({"step": at_step, "metrics": values})
-    _write_json(history_path, {"metric": metric, "history": history})
+    _write_json(history_path, {"metric": metric, "head_init": head_from, "history": history})
     writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})
     if is_chief:
       print(f"eval at step {at_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
@@ -453,7 +437,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with pretrain._StopSignal() as stop:  # pylint: disable=protected-access
     try:
       while step < t.total_steps:
-        state, step_metrics = train_step(state, batch_of(step), job.rng)
+        batch = batch_of(step)
+        if train_step is None:
+          train_step = trainer.compile_step(job.jitted_train_step(shardings), mesh, rules, state,
+                                            batch, job.rng)
+        state, step_metrics = train_step(state, batch, job.rng)
         step += 1
         if step % t.log_every_steps == 0 or step == t.total_steps:
           values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
@@ -481,21 +469,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if best is None:  # resumed after the last step: nothing was evaluated in this process
     evaluate_and_keep(step)
   params = _restore_params(best_dir, state.params, shardings.params)
-  predicted, outputs = {}, sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir)) if (
-      os.path.isdir(out_dir)) else []
-  for name in tasks_lib.split_list(task.predict_splits):
-    split = load_split(config, tokenizer, name, False, cache)
+  outputs = sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir)) if os.path.isdir(
+      out_dir) else []
+  predicted = {}
+  for split in tests:
     values, predictions = evaluate(config, predict_fn, params, [split], mesh, rules)
-    predicted[name] = values
+    predicted[split.name] = values
     if is_chief:
-      outputs += module.write_outputs(task, split, predictions[name], out_dir)
+      outputs += module.write_outputs(task, split, predictions[split.name], out_dir)
   result = {
       "task": task_label(task), "family": task.family, "model": config.model_name,
       "init_from": config.init_from.path, "head_init": head_from, "workdir": workdir,
       "metric": metric, "best": {"step": best["step"], "value": score(best),
                                  "metrics": best["metrics"]},
-      "final": history[-1], "predict": predicted, "history": history, "outputs": outputs,
-      "data": {"train": train.stats, **{s.name: s.stats for s in evals}},
+      "final": history[-1], "predict": predicted, "history": history,
+      "outputs": sorted(set(outputs)),
+      "data": {"train": train.stats, **{s.name: s.stats for s in evals + tests}},
       "config": json.loads(config.to_json_best_effort()),
   }
   _write_json(os.path.join(workdir, "metrics.json"), result)
@@ -505,50 +494,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return result
 
 
-def default_config(size: str = "base", version: int = 2) -> ml_collections.ConfigDict:
-  """The sections every fine-tuning config shares (configs/finetune_*.py fill the task)."""
-  from albert_jax import model_config  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.seed = 42                   # init of the head, dropout and data order
-  name = size if size.startswith("bert_") or size == "tiny" else "albert_" + size
-  c.model = model_config.preset(name, version)  # architecture (replaced by the source's, below)
-  c.model_name = f"{name}_v{version}"           # label of the run in metrics tables
-  c.model_from_init = True      # take the architecture from init_from's model config when it has one
-  c.init_from = warm_start.default_config()     # pretrained weights (empty path: from scratch)
-  c.training = ml_collections.ConfigDict()
-  c.training.global_batch_size = 32
-  c.training.microbatches = 1   # gradient accumulation steps per update
-  c.training.total_steps = 1000
-  c.training.eval_every_steps = 100   # official: every saved checkpoint (100 steps for GLUE)
-  c.training.eval_batch_size = 64
-  c.training.log_every_steps = 50
-  c.training.checkpoint_every_steps = 0   # train-state saves for resuming; 0 = at every eval
-  c.training.keep_checkpoints = 1
-  c.training.max_nonfinite_steps = 10
-  c.optimizer = optim.default_config()
-  c.optimizer.name = "adamw"    # official fine-tuning optimizer: AdamW, no bias correction
-  c.partitioning = partitioning.default_config()
-  c.multihost = distributed.default_config()
-  return c
-
-
 def main(argv: Sequence[str]) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)
-  result = run(_CONFIG.value, _WORKDIR.value)
+  result = run(flags.FLAGS.config, flags.FLAGS.workdir)
   if "best" in result:
     print("outputs:\n  " + "\n  ".join(result["outputs"]))
 
 
+def define_flags() -> None:
+  """--config and --workdir (defined only when run as a program: albert_jax.main has its own)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "e.g. configs/finetune_glue.py:task=mnli",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "checkpoints, outputs and metrics go here")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
-  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags as _config_flags  # pylint: disable=g-import-not-at-top
-  _CONFIG = _config_flags.DEFINE_config_file("config", None, "e.g. configs/finetune_glue.py:task=mnli",
-                                             lock_config=True)
-  _WORKDIR = _flags.DEFINE_string("workdir", None, "checkpoints, outputs and metrics go here")
-  _flags.mark_flags_as_required(["config", "workdir"])
+  define_flags()
   _app.run(main)

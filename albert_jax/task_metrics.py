@@ -311,20 +311,22 @@ def _format(value: Any) -> str:
 
 
 def markdown_table(runs: Iterable[Mapping[str, Any]]) -> str:
-  """One row per run (metrics.json of `finetune.run`): task, model, step, main metric and the rest."""
+  """One row per run (metrics.json of `finetune.run`): task, model, best step, its metrics and the
+  labelled test splits' metrics (RACE) predicted with the best parameters."""
+  def listing(metrics: Mapping[str, Any], skip: str = "") -> str:
+    return ", ".join(f"{k} {_format(v)}" for k, v in sorted(metrics.items())
+                     if k != skip and not k.endswith("total") and not isinstance(v, str))
+
   rows = []
   for run in runs:
     best = run.get("best", {})
-    metrics = best.get("metrics", {})
-    others = ", ".join(f"{k} {_format(v)}" for k, v in sorted(metrics.items())
-                       if k != run.get("metric") and not k.endswith("total")
-                       and not isinstance(v, str))
+    tests = {k: v for split in run.get("predict", {}).values() for k, v in split.items()}
     rows.append("| " + " | ".join([
         str(run.get("task", "?")), str(run.get("model", "?")), str(run.get("workdir", "")),
         str(best.get("step", "")), f"{run.get('metric', '?')} {_format(best.get('value', ''))}",
-        others]) + " |")
-  header = ("| task | model | run | best step | selection metric | all metrics at the best step |\n"
-            "|---|---|---|---|---|---|")
+        listing(best.get("metrics", {}), run.get("metric", "")), listing(tests)]) + " |")
+  header = ("| task | model | run | best step | selection metric | other dev metrics "
+            "| test metrics (best step) |\n|---|---|---|---|---|---|---|")
   return "\n".join([header] + rows) + "\n"
 
 

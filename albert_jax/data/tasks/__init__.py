@@ -12,6 +12,8 @@ Each family module has the same three functions, used by `albert_jax.finetune`:
     evaluate(task, split, outputs) -> (metrics, predictions)     outputs: model outputs per row
     write_outputs(task, split, predictions, out_dir) -> [paths]
 
+`load_split` here adds a cache of featurized splits in front of the family's.
+
 `task` is the `task` section of a fine-tuning config. A `Split` holds model inputs as NumPy arrays
 with one row per model input (a GLUE example, a SQuAD window, a RACE question with its 4 choices)
 and the family's metadata needed to turn model outputs back into answers.
@@ -94,7 +96,9 @@ def _to_python(value: Any) -> Any:
   if isinstance(value, bytes):
     return value.decode("utf-8")
   if isinstance(value, np.ndarray):
-    return [_to_python(v) for v in value.tolist()]
+    return _to_python(value.tolist())
+  if isinstance(value, (list, tuple)):
+    return [_to_python(v) for v in value]
   if isinstance(value, np.generic):
     return value.item()
   return value
@@ -132,6 +136,34 @@ def cached_split(cache_dir: Optional[str], key: dict[str, Any],
 def file_fingerprint(path: str) -> dict[str, Any]:
   st = os.stat(path)
   return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime}
+
+
+def load_split(task, tokenizer, split: str, is_training: bool, cache_dir: Optional[str]) -> Split:
+  """The family's `load_split`, through the feature cache in `cache_dir` (None: no cache)."""
+  key = {"task": task.to_dict(), "split": split, "is_training": is_training,
+         "spm": file_fingerprint(task.spm_model)}
+  module = family_module(task.family)
+  return cached_split(cache_dir, key, lambda: module.load_split(task, tokenizer, split,
+                                                                is_training))
+
+
+def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
+  """A SentencePiece model trained on `task.spm_corpus` in `workdir` (runlocal); its path.
+
+  Process 0 trains it (once: an existing one is reused); the others wait for it.
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
+  if not task.get("spm_corpus"):
+    raise ValueError("config field 'task.spm_model' is empty: give the SentencePiece model of "
+                     "the checkpoint you fine-tune (e.g. 30k-clean.model)")
+  prefix = os.path.join(os.path.abspath(workdir), "spm")
+  if jax.process_index() == 0 and not os.path.exists(prefix + ".model"):
+    tokenization.train_model(tokenization.expand_globs(task.spm_corpus, "task.spm_corpus"),
+                             prefix, vocab_size=vocab_size, input_sentence_size=1_000_000)
+  multihost_utils.sync_global_devices("fine-tuning tokenizer ready")
+  return prefix + ".model"
 
 
 # ----------------------------------------------------------------------------------------------

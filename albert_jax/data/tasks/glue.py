@@ -267,18 +267,20 @@ def _prediction_text(spec: GlueTask, pred: Any) -> str:
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predictions: list,
                   out_dir: str) -> list[str]:
-  """A GLUE submission file for test splits; `<split>_predictions.tsv` (with labels) otherwise."""
+  """The GLUE submission file of a test split (e.g. MNLI-m.tsv: "index<TAB>prediction"), else
+  `<split>_predictions.tsv` with the labels beside the predictions."""
   spec = get_task(task.name)
   os.makedirs(out_dir, exist_ok=True)
   submission = (spec.submission or {}).get(split.name)
-  if submission and not split.has_labels:
+  if submission:
     path = os.path.join(out_dir, submission)
     rows = [("index", "prediction")] + [(e.guid, _prediction_text(spec, p))
                                         for e, p in zip(split.meta, predictions)]
   else:
     path = os.path.join(out_dir, f"{split.name}_predictions.tsv")
     rows = [("index", "prediction", "label")] + [
-        (e.guid, _prediction_text(spec, p), "" if e.label is None else _prediction_text(spec, e.label))
+        (e.guid, _prediction_text(spec, p),
+         "" if e.label is None else _prediction_text(spec, e.label))
         for e, p in zip(split.meta, predictions)]
   with open(path, "w", encoding="utf-8") as f:
     f.writelines("\t".join(r) + "\n" for r in rows)
