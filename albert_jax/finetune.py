@@ -434,7 +434,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         for split in evals:
           module.write_outputs(task, split, predictions[split.name], out_dir)
 
-  with pretrain._StopSignal() as stop:  # pylint: disable=protected-access
+  with pretrain.StopSignal() as stop:
     try:
       while step < t.total_steps:
         batch = batch_of(step)

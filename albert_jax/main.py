@@ -1,5 +1,8 @@
 """Entry point: `python -m albert_jax.main --config=configs/pretrain.py:size=base --workdir=DIR`.
 
+Fine-tuning configs (configs/finetune_*.py, which have a `task` section) run the fine-tuning job
+(the same as `python -m albert_jax.finetune`).
+
 Any config field can be overridden with `--config.x=y` (the config is locked, so a misspelled
 field is an error). Re-running with the same workdir resumes from its latest checkpoint.
 """
@@ -9,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from albert_jax import finetune
 from albert_jax import pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py",
@@ -22,6 +26,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Progress goes to stdout; keep library INFO logs (orbax is chatty) out of the way.
   logging.set_verbosity(logging.WARNING)
+  if "task" in _CONFIG.value:
+    finetune.run(_CONFIG.value, _WORKDIR.value)
+    return
   result = pretrain.run(_CONFIG.value, _WORKDIR.value)
   train, evaluation = result["train"], result["eval"]
   print(f"finished at step {result['step']}")

@@ -43,7 +43,7 @@ class NonFiniteLossError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-class _StopSignal:
+class StopSignal:
   """Turns SIGTERM/SIGINT into a flag that the loop checks after each step."""
 
   def __init__(self):
@@ -301,7 +301,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.scalars(at_step, {f"train/{k}": v for k, v in values.items()})
     return values
 
-  with _StopSignal() as stop:
+  with StopSignal() as stop:
     try:
       while step < t.total_steps:
         state, step_metrics = train_step(state, global_batch, rng)

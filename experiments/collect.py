@@ -27,11 +27,13 @@ _SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
 _ROOT = flags.DEFINE_string("root", None, "directory with one workdir per run")
 _OUT = flags.DEFINE_string("out", None, "output directory (default ROOT/<sweep>)")
 
-# Fine-tuning tasks whose best dev score fills a paper column: column -> (task dir, metric keys).
-FINETUNE_COLUMNS = {"squad11": ("squad_v1.1", ("f1", "exact_match")),
-                    "squad20": ("squad_v2.0", ("f1", "exact_match")),
-                    "mnli": ("mnli", ("accuracy",)), "sst2": ("sst2", ("accuracy",)),
-                    "race": ("race", ("accuracy",))}
+# Fine-tuning tasks whose best dev score fills a paper column: column -> (task dir, metric keys
+# in the `best.metrics` of finetune.py's metrics.json, "<split>/<metric>").
+FINETUNE_COLUMNS = {"squad11": ("squad_v1.1", ("validation/f1", "validation/exact_match")),
+                    "squad20": ("squad_v2.0", ("validation/f1", "validation/exact")),
+                    "mnli": ("mnli", ("validation_matched/accuracy",)),
+                    "sst2": ("sst2", ("validation/accuracy",)),
+                    "race": ("race", ("dev/accuracy",))}
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
