@@ -1,5 +1,6 @@
-"""Fine-tuning on GLUE, SQuAD v1.1/v2.0 and RACE with the official recipes; the same trainer,
-partitioning, optimizer and checkpoints as pretraining, with a task head and task data.
+"""Fine-tuning on GLUE, SQuAD v1.1/v2.0 and RACE with the official recipes, and sequence labelling
+(NER, POS); the same trainer, partitioning, optimizer and checkpoints as pretraining, with a task
+head and task data.
 
     python -m albert_jax.finetune --config=configs/finetune_glue.py:task=mnli --workdir=DIR \
         --config.init_from.path=CKPT --config.task.spm_model=30k-clean.model
@@ -15,7 +16,8 @@ usable as `init_from.path`, e.g. MNLI -> RTE). The whole evaluation history is k
 Outputs in DIR: `metrics.json` (best/final/per-split metrics, history, data counts, config),
 `metrics.jsonl` (every logged train/eval scalar, as in pretraining),
 `outputs/` (GLUE `<split>_predictions.tsv` and submission TSVs such as MNLI-m.tsv; SQuAD
-predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl),
+predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl;
+tagging <split>_predictions.conll), `best/task.json` (the task config, for albert_jax.predict),
 `checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache).
 """
 
@@ -47,6 +49,7 @@ from albert_jax import warm_start
 from albert_jax.data import tasks as tasks_lib
 from albert_jax.data import tokenization
 from albert_jax.data.tasks import glue
+from albert_jax.data.tasks import tagging
 from albert_jax.model_config import ModelConfig
 
 # Architecture fields taken from the warm-start source when `model_from_init` (the recipe keeps
@@ -61,7 +64,7 @@ _INPUTS = ("input_ids", "input_mask", "segment_ids")
 def task_label(task: ml_collections.ConfigDict) -> str:
   """"mnli", "squad_v2.0", "race": the task's name in tables and metrics files."""
   return {"glue": task.get("name"), "squad": f"squad_v{task.get('version')}",
-          "race": "race"}.get(task.family, str(task.family))
+          "race": "race", "tagging": task.get("name")}.get(task.family, str(task.family))
 
 
 def _is_v2(task) -> bool:
@@ -82,6 +85,9 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[nn.Module, str]:
         config.model, num_labels=glue.num_labels(task.name)), "classifier"
   if task.family == "race":
     return modeling.AlbertForMultipleChoice(config.model), "classifier"
+  if task.family == "tagging":
+    return modeling.AlbertForTokenClassification(
+        config.model, num_labels=tagging.num_labels(task)), "classifier"
   if task.version == "1.1":
     return modeling.AlbertForQuestionAnswering(config.model), "qa_outputs"
   if task.version == "2.0":
@@ -143,8 +149,29 @@ def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trai
       out["accuracy"] = sums["correct_sum"] / sums["count"]
     return out
 
+  if task.family == "tagging":  # per-token CE, "count" = labelled first pieces of the batch
+    return trainer.Objective(forward=forward, normalizers=_token_normalizers,
+                             loss_and_sums=_token_loss_and_sums, metrics=metrics)
   return trainer.Objective(forward=forward, normalizers=normalizers,
                            loss_and_sums=loss_and_sums, metrics=metrics)
+
+
+def _token_normalizers(batch):
+  # At least 1: a batch of only unlabelled positions has loss 0, not NaN.
+  return {"count": jnp.maximum(jnp.sum(batch["label"] >= 0), 1).astype(jnp.float32)}
+
+
+def _token_loss_and_sums(outputs, batch, norm):
+  """Sequence labelling: softmax CE on the positions with a label (>= 0; -1 = ignored)."""
+  labels = batch["label"]
+  weights = (labels >= 0).astype(jnp.float32)
+  safe = jnp.maximum(labels, 0)
+  log_probs = jax.nn.log_softmax(outputs["logits"].astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(outputs["logits"], -1) == safe).astype(jnp.float32)
+  sums = {"task_loss_sum": jnp.sum(nll * weights), "count": jnp.sum(weights),
+          "correct_sum": jnp.sum(correct * weights)}
+  return sums["task_loss_sum"] / norm["count"], sums
 
 
 def output_keys(task) -> tuple[str, ...]:
@@ -187,6 +214,8 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, 
   if task.family == "squad":
     spec.update({"p_mask": (seq, jnp.int32), "start_positions": ((), jnp.int32),
                  "end_positions": ((), jnp.int32), "is_impossible": ((), jnp.int32)})
+  elif task.family == "tagging":
+    spec["label"] = (seq, jnp.int32)  # per piece; -1 = not scored
   else:
     regression = task.family == "glue" and glue.num_labels(task.name) == 1
     spec["label"] = ((), jnp.float32 if regression else jnp.int32)
@@ -430,6 +459,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       best = history[-1]
       convert.save_checkpoint(config.model, state.params, best_dir)
       _write_json(os.path.join(best_dir, "best_step.json"), best)
+      # The task beside the weights: `albert_jax.predict` featurizes and decodes with it.
+      _write_json(os.path.join(best_dir, "task.json"), {"task": config.task.to_dict(),
+                                                        "model_name": config.model_name})
       if is_chief:
         for split in evals:
           module.write_outputs(task, split, predictions[split.name], out_dir)

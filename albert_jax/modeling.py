@@ -377,3 +377,18 @@ class AlbertForQuestionAnsweringV2(_ValidatedConfigModule):
     out.update(heads.SquadV2Head(self.config, self.start_n_top, self.end_n_top, name="squad")(
         out["sequence_output"], p_mask, start_positions, deterministic))
     return out
+
+
+class AlbertForTokenClassification(_ValidatedConfigModule):
+  """Sequence labelling (NER, POS): dropout (`classifier_dropout_prob`) + dense on every token's
+  sequence output -> logits [B, T, num_labels] (Hugging Face's layout: no pooler, `classifier`)."""
+
+  num_labels: int = 9
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+    out = AlbertModel(self.config, add_pooling_layer=False, name="albert")(
+        input_ids, attention_mask, token_type_ids, deterministic)
+    out["logits"] = heads.ClassificationHead(self.config, self.num_labels, name="classifier")(
+        out["sequence_output"], deterministic)
+    return out

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
+import functools
+import importlib
 import math
 import os
 import re
@@ -55,8 +56,7 @@ REMAT_RANK = {"none": 0, "everything_saveable": 0, "dots_saveable": 1, "checkpoi
 REMAT_LADDER = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
 _OOM = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\) exceeds available HBM "
                   r"\(([0-9.]+)([KMGT]?)\)")
-
-
+# Read by libtpu when it is first loaded (see setup_host).
 _LIBTPU_ENV = {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1",
                "TPU_WORKER_HOSTNAMES": "localhost", "TPU_HOST_BOUNDS": "1,1,1"}
 
@@ -75,21 +75,22 @@ def setup_host() -> None:
   """
   if "JAX_PLATFORMS" not in os.environ:
     jax.config.update("jax_platforms", "cpu")
-  for key, value in _LIBTPU_ENV.items():
-    os.environ.setdefault(key, value)
+  os.environ.update({k: v for k, v in _LIBTPU_ENV.items() if k not in os.environ})
 
 
 def require_libtpu() -> None:
+  """libtpu (or a TPU_LIBRARY_PATH, which jax also accepts) is what compiles for TPUs."""
   if os.environ.get("TPU_LIBRARY_PATH"):
     return
   try:
-    import libtpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    importlib.import_module("libtpu")
   except ImportError as e:
     raise PlanError("planning for TPUs needs libtpu (the TPU compiler, CPU-only use is fine): "
                     "pip install -e '.[tpu]'  or  pip install -r requirements-tpu.txt") from e
 
 
-def topology_devices(topology: str, num_slices: int = 1):
+def topology_devices(topology: str,
+                     num_slices: int = 1) -> tuple[tpu_specs.TpuSpec, list[Any]]:
   """(spec, compile-only devices) of `num_slices` slices of `topology`, e.g. 'v3:16x16'."""
   if num_slices < 1:
     raise PlanError(f"--num_slices={num_slices} must be at least 1")
@@ -98,8 +99,7 @@ def topology_devices(topology: str, num_slices: int = 1):
   except ValueError as e:
     raise PlanError(str(e)) from e
   require_libtpu()
-  for key, value in _LIBTPU_ENV.items():  # read when libtpu is first loaded
-    os.environ.setdefault(key, value)
+  os.environ.update({k: v for k, v in _LIBTPU_ENV.items() if k not in os.environ})
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = tpu_specs.topology_kwargs(spec, dims)
   if num_slices > 1:
@@ -113,7 +113,7 @@ def topology_devices(topology: str, num_slices: int = 1):
 
 
 def resolve_mesh(mesh_shape, num_devices: int) -> dict[str, int]:
-  """`partitioning.mesh` with its -1 resolved (same rules and messages as create_mesh)."""
+  """`partitioning.mesh` with its -1 resolved, as partitioning.create_mesh resolves it."""
   sizes = {a: int(mesh_shape.get(a, 1)) for a in partitioning.MESH_AXES}
   known = math.prod(s for s in sizes.values() if s != -1)
   for axis, size in sizes.items():
@@ -159,16 +159,14 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any])
   """A copy of the config with dotted fields set (the same fields --config.x=y would set)."""
   out = copy.deepcopy(config)
   for path, value in overrides.items():
-    *parents, leaf = path.split(".")
-    node = out
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+    parent, leaf = path.rsplit(".", 1)
+    functools.reduce(lambda node, name: node[name], parent.split("."), out)[leaf] = value
   return out
 
 
 def check_batch(config: ml_collections.ConfigDict, mesh, num_hosts: int) -> None:
-  """pretrain.validate's batch checks, against the topology's mesh and hosts."""
+  """pretrain.validate's batch checks, against the topology's mesh and hosts (validate itself
+  builds the mesh of this machine's devices)."""
   t, dp = config.training, partitioning.data_parallel_size(mesh)
   if t.global_batch_size % dp or t.global_batch_size % num_hosts:
     raise PlanError(f"config field 'training.global_batch_size'={t.global_batch_size} must be "
@@ -177,9 +175,6 @@ def check_batch(config: ml_collections.ConfigDict, mesh, num_hosts: int) -> None
   if t.global_batch_size % t.microbatches or (t.global_batch_size // t.microbatches) % dp:
     raise PlanError(f"config field 'training.microbatches'={t.microbatches}: each microbatch of a "
                     f"{t.global_batch_size} batch must split over {dp} data-parallel devices")
-  if config.data.max_seq_length > config.model.max_position_embeddings:
-    raise PlanError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
-                    f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
 
 
 def shard_bytes(tree: Any) -> int:
@@ -212,6 +207,9 @@ def compile_attempt(config, overrides: dict[str, Any], devices, num_slices: int,
                     spec: tpu_specs.TpuSpec) -> Attempt:
   """Builds the Job for `config` + `overrides`, compiles its train step, measures it."""
   cfg = with_overrides(config, overrides)
+  if cfg.data.max_seq_length > cfg.model.max_position_embeddings:
+    raise PlanError(f"config field 'data.max_seq_length'={cfg.data.max_seq_length} exceeds "
+                    f"'model.max_position_embeddings'={cfg.model.max_position_embeddings}")
   job = make_job(cfg, devices, num_slices)
   check_batch(cfg, job.mesh, len({d.process_index for d in devices}))
   attempt = Attempt(overrides=dict(overrides), mesh=dict(job.mesh.shape))
@@ -243,9 +241,9 @@ def compile_attempt(config, overrides: dict[str, Any], devices, num_slices: int,
       "temp": ma.temp_size_in_bytes, "other": other,
       "total": ma.argument_size_in_bytes + ma.temp_size_in_bytes + other}
   attempt.fits = attempt.memory["total"] <= spec.hbm_per_device
-  cost = compiled.cost_analysis()
+  cost = compiled.cost_analysis()  # a dict; a one-element list in older jax
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  attempt.xla_flops = float(cost.get("flops", 0.0)) if cost else None
+  attempt.xla_flops = float(cost["flops"]) if cost and "flops" in cost else None
   return attempt
 
 
@@ -257,8 +255,10 @@ def variants(config, mesh: dict[str, int], num_slices: int) -> Iterator[dict[str
   remats = [None] + [p for p in REMAT_LADDER if REMAT_RANK[p] > rank]
   ks = [t.microbatches] + [k for k in (2 ** i for i in range(31)) if k > t.microbatches
                           and t.global_batch_size % k == 0 and (t.global_batch_size // k) % dp == 0]
-  full_fsdp = {"partitioning.mesh.data": num_slices, "partitioning.mesh.fsdp": dp // num_slices,
-               "partitioning.mesh.tensor": mesh["tensor"]}
+  # Only the fields that change (an unchanged tensor=-1 still resolves to the same size).
+  full_fsdp = {f"partitioning.mesh.{axis}": size for axis, size in
+               (("data", num_slices), ("fsdp", dp // num_slices))
+               if config.partitioning.mesh.get(axis, 1) != size}
   fsdps = [{}] + ([full_fsdp] if mesh["data"] > num_slices else [])
   for remat in remats:
     for k in ks:
@@ -275,6 +275,8 @@ def variants(config, mesh: dict[str, int], num_slices: int) -> Iterator[dict[str
 
 @dataclasses.dataclass
 class Plan:
+  """The attempts (the configured step first, then variants) and what the report derives."""
+
   topology: str
   num_slices: int
   spec: tpu_specs.TpuSpec
@@ -287,6 +289,7 @@ class Plan:
 
   @property
   def fits(self) -> bool:
+    """Whether the step as configured fits."""
     return self.attempts[0].fits
 
   @property
@@ -294,19 +297,24 @@ class Plan:
     """The configured step if it fits, else the cheapest variant that does."""
     return next((a for a in self.attempts if a.fits), None)
 
+  @property
+  def available(self) -> float:
+    """Usable HBM per device as the compiler reported it (0 when no attempt ran out)."""
+    return next((a.memory["available"] for a in self.attempts if "available" in a.memory), 0.0)
+
   def step_seconds(self, mfu: float) -> float:
     return self.analytic_flops / self.num_devices / self.spec.peak_flops_per_device / mfu
 
 
 def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, mfu: float = 0.5,
-         max_variants: int = 12, search: bool = True) -> Plan:
+         max_variants: int = 12) -> Plan:
   """Compiles the configured step for the topology and, if it does not fit, searches variants."""
   if not 0 < mfu <= 1:
     raise PlanError(f"--mfu={mfu} must be in (0, 1]")
   spec, devices = topology_devices(topology, num_slices)
   first = compile_attempt(config, {}, devices, num_slices, spec)
   attempts = [first]
-  if not first.fits and search:
+  if not first.fits:
     for overrides in variants(config, first.mesh, num_slices):
       if len(attempts) > max_variants:
         break
@@ -323,100 +331,95 @@ def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, 
 
 
 def _gib(x: float) -> str:
-  return f"{x / GiB:7.2f} GiB" if x >= GiB / 10 else f"{x / 2**20:7.1f} MiB"
+  if abs(x) >= GiB / 10:
+    return f"{x / GiB:.2f} GiB"
+  return f"{x / 2**20:.1f} MiB" if abs(x) >= 2**20 / 10 else f"{x / 2**10:.1f} KiB"
 
 
-def _seconds(x: float) -> str:
-  return f"{x:.3f} s" if x >= 0.1 else f"{x * 1e3:.2f} ms"
+def duration(seconds: float) -> str:
+  """'12.3 ms', '4.5 s', '7.8 h' or '2.9 days'."""
+  if seconds < 1:
+    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.1f} us"
+  return (f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 3600:.1f} h" if seconds < 172800
+          else f"{seconds / 86400:.1f} days")
 
 
-def _duration(seconds: float) -> str:
-  if seconds < 60:
-    return f"{seconds:.1f} s"
-  if seconds < 2 * 86400:
-    return f"{seconds / 3600:.1f} h"
-  return f"{seconds / 86400:.1f} days"
-
-
-def _memory_lines(attempt: Attempt, spec: tpu_specs.TpuSpec) -> list[str]:
-  m, hbm = attempt.memory, spec.hbm_per_device
-  if not attempt.fits and "total" not in m:
-    need = (f"XLA needs {_gib(m['temp']).strip()} for temporaries alone; "
-            f"{_gib(m['available']).strip()} available") if "temp" in m else attempt.oom
-    return [f"  DOES NOT FIT: {need}"]
+def _memory_lines(a: Attempt, spec: tpu_specs.TpuSpec, available: float) -> list[str]:
+  m, hbm = a.memory, spec.hbm_per_device
+  if "total" not in m:
+    return ["  DOES NOT FIT: " + (f"XLA needs {_gib(m['temp'])} for temporaries alone, "
+                                 f"{_gib(m['available'])} available" if m else a.oom)]
   margin = hbm - m["total"]
-  verdict = "FITS" if attempt.fits else "DOES NOT FIT"
-  tight = "  (tight: under 5% left for fragmentation)" if 0 <= margin < 0.05 * hbm else ""
-  return [f"  parameters       {_gib(m['params'])}",
-          f"  optimizer state  {_gib(m['opt_state'])}",
-          f"  batch            {_gib(m['batch'])}",
-          f"  XLA temporaries  {_gib(m['temp'])}   (activations, gradients, updates)",
-          f"  program, outputs {_gib(m['other'])}",
-          f"  total            {_gib(m['total'])}   (XLA arguments {_gib(m['arguments']).strip()})",
-          f"  -> {verdict}: margin {margin / GiB:.2f} GiB ({margin / hbm:.0%} of "
-          f"{hbm / GiB:.2f} GiB){tight}"]
+  # The compiler's own limit is known when some attempt ran out of memory.
+  limit = f"; the compiler allows {_gib(available)}" if available else ""
+  tight = " (tight: under 5% left)" if 0 <= margin < 0.05 * hbm else ""
+  rows = [("parameters", m["params"]), ("optimizer state", m["opt_state"]),
+          ("batch", m["batch"]), ("XLA temporaries", m["temp"]),
+          ("program, outputs", m["other"]), ("total", m["total"])]
+  return ([f"  {name:<17}{_gib(value):>11}" for name, value in rows]
+          + [f"  -> {'FITS' if a.fits else 'DOES NOT FIT'}: margin {_gib(margin)} "
+             f"({margin / hbm:.0%} of {_gib(hbm)}{limit}){tight}"])
 
 
 def report(p: Plan) -> str:
   """The human-readable plan."""
-  c, s, first = p.config, p.spec, p.attempts[0]
+  c, s, first, chosen = p.config, p.spec, p.attempts[0], p.chosen
   seq, batch = c.data.max_seq_length, c.training.global_batch_size
-  mesh = " ".join(f"{k}={v}" for k, v in first.mesh.items())
   dp = first.mesh["data"] * first.mesh["fsdp"]
   lines = [f"Plan for {p.topology}" + (f" x {p.num_slices} slices" if p.num_slices > 1 else "")
            + f": {s.device_kind}, {p.num_devices // s.devices_per_chip} chips, {p.num_devices} "
            f"devices, {p.num_hosts} hosts",
-           f"  mesh {mesh}; global batch {batch} ({batch // dp} per data-parallel device), seq {seq},"
-           f" {c.data.max_predictions_per_seq} predictions, model.dtype={c.model.dtype}, "
-           f"remat_policy={c.model.remat_policy}, microbatches={c.training.microbatches}",
-           f"  compiled the train step for the topology in {first.seconds:.0f} s", "",
-           f"Memory per device ({s.hbm_per_device / GiB:.0f} GiB HBM per {s.device_kind} device,"
-           f" {s.source})"] + _memory_lines(first, s)
-  chosen = p.chosen
+           "  mesh " + " ".join(f"{k}={v}" for k, v in first.mesh.items())
+           + f"; batch {batch} ({batch // dp} per data-parallel device) x seq {seq}; "
+           f"model.dtype={c.model.dtype}, remat_policy={c.model.remat_policy}, "
+           f"microbatches={c.training.microbatches}; compiled in {first.seconds:.0f} s", "",
+           f"Memory per device (HBM {_gib(s.hbm_per_device)} per {s.device_kind} device, "
+           f"{s.source})"] + _memory_lines(first, s, p.available)
   if not first.fits:
     lines += ["", "Variants tried, cheapest first:"]
     for a in p.attempts[1:]:
-      state = (f"FITS, total {_gib(a.memory['total']).strip()}" if a.fits else
-               f"does not fit (temporaries {_gib(a.memory['temp']).strip()})"
-               if "temp" in a.memory else "does not fit")
-      lines.append(f"  {a.flags()}  ->  {state} [{a.seconds:.0f} s]")
+      result = ("does not fit" + (f" (temporaries {_gib(a.memory['temp'])})" if a.memory else "")
+                if not a.fits else f"FITS, total {_gib(a.memory['total'])}")
+      lines.append(f"  {a.flags()}  ->  {result} [{a.seconds:.0f} s]")
     if len(p.attempts) == 1:
-      lines += ["  none: the search is off (--max_variants=0)"]
+      lines.append("  none: the search is off (--max_variants=0)")
     elif chosen is None:
-      lines += ["  none fits within the variants tried (--max_variants): use more devices or a "
-                "smaller training.global_batch_size"]
+      lines.append("  none fits within --max_variants: use more devices or a smaller "
+                   "training.global_batch_size")
     else:
       lines += ["", "Cheapest variant that fits: add", f"  {chosen.flags()}",
-                "Memory per device with it:"] + _memory_lines(chosen, s)
+                "Memory per device with it:"] + _memory_lines(chosen, s, p.available)
   measured = chosen or first
   step_peak, step_mfu = p.step_seconds(1.0), p.step_seconds(p.mfu)
   per_device = p.analytic_flops / p.num_devices
   lines += ["", "FLOPs per step",
             f"  analytic  {p.analytic_flops:.3e} per step, {per_device:.3e} per device "
-            "(model matmuls x 3 for forward + backward, metrics.pretraining_flops_per_example)"]
+            "(matmuls x 3 for forward + backward, metrics.pretraining_flops_per_example)"]
   if measured.xla_flops:
-    lines += [f"  XLA       {measured.xla_flops:.3e} per device (cost_analysis() of the compiled "
-              f"step{' with ' + measured.flags() if measured.overrides else ''})",
-              "            XLA counts the body of a loop once: the nn.scan over layers (and the "
-              "microbatch scan) runs many times but is counted once, so this is far below the "
-              "analytic count; it also includes elementwise work and remat recomputation."]
-  tokens = batch * seq
-  lines += ["", f"Speed (analytic FLOPs, {s.peak_flops_per_device / 1e12:.1f} TFLOP/s bf16 peak "
-                f"per device)",
-            f"  step time    {_seconds(step_peak)} at peak, {_seconds(step_mfu)} at {p.mfu:.0%} "
-            f"MFU ({1 / step_mfu:.2f} steps/s)",
-            f"  tokens/s     {tokens / step_mfu:,.0f} at {p.mfu:.0%} MFU",
+    k = with_overrides(c, measured.overrides).training.microbatches
+    loops = f"{c.model.num_hidden_layers} layers" + (f" x {k} microbatches" if k > 1 else "")
+    loops = f"{c.model.num_hidden_layers * k} times ({loops})"
+    lines += [f"  XLA       {measured.xla_flops:.3e} per device, from cost_analysis() of the "
+              f"compiled step{' with the variant' if measured.overrides else ''}; analytic / "
+              f"XLA = {per_device / measured.xla_flops:.1f}",
+              f"            XLA counts a loop body once: the scanned layer runs {loops} per "
+              "step but is counted once; XLA also counts elementwise work and remat"]
+  lines += ["", f"Speed from the analytic FLOPs ({s.peak_flops_per_device / 1e12:.1f} TFLOP/s "
+                "bf16 peak per device)",
+            f"  step time   {duration(step_peak)} at peak, {duration(step_mfu)} at "
+            f"{p.mfu:.0%} MFU ({1 / step_mfu:.2f} steps/s)",
+            f"  tokens/s    {batch * seq / step_mfu:,.0f} at {p.mfu:.0%} MFU",
             f"  {c.training.total_steps} steps (training.total_steps): "
-            f"{_duration(c.training.total_steps * step_mfu)} at {p.mfu:.0%} MFU, "
-            f"{_duration(c.training.total_steps * step_peak)} at peak"]
+            f"{duration(c.training.total_steps * step_mfu)} at {p.mfu:.0%} MFU, "
+            f"{duration(c.training.total_steps * step_peak)} at peak"]
   if measured.overrides.get("model.remat_policy"):
-    lines.append("  with remat the chips also recompute activations: expect a lower MFU")
+    lines.append("  note: remat recomputes activations, not counted above: expect a lower MFU")
   if c.model.dtype != "bfloat16":
-    lines.append(f"  note: model.dtype={c.model.dtype}; the peak is bf16 and TPUs run float32 "
-                 "matmuls at a fraction of it: use --config.model.dtype=bfloat16")
+    lines.append(f"  note: model.dtype={c.model.dtype}: TPUs run float32 matmuls at a fraction "
+                 "of the bf16 peak; use --config.model.dtype=bfloat16")
   if p.num_slices > 1:
-    lines.append("  note: multi-slice mesh built here with the data axis across slices; training's"
-                 " partitioning.create_mesh does not build multi-slice meshes yet")
+    lines.append("  note: the data axis spans the slices (hybrid mesh built here); training's "
+                 "partitioning.create_mesh does not build multi-slice meshes yet")
   return "\n".join(lines)
 
 
@@ -429,7 +432,7 @@ def main(argv: Sequence[str], config: ml_collections.ConfigDict, topology: str,
   setup_host()
   try:
     p = plan(config, topology, num_slices, mfu, max_variants)
-  except PlanError as e:
+  except (PlanError, ValueError) as e:  # ValueErrors from the config name the field
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(report(p), flush=True)

@@ -5,6 +5,7 @@ Families and their modules:
     glue   cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli   (glue.py: GLUE TSVs or glue/<task>)
     squad  SQuAD v1.1 and v2.0                                   (squad.py: JSON or squad/v1.1|v2.0)
     race   RACE middle + high                                    (race.py: JSON lines or race/<level>)
+    tagging  NER / POS: conll2003, UD, xtreme_pos               (tagging.py: CoNLL(-U) files or tfds)
 
 Each family module has the same three functions, used by `albert_jax.finetune`:
 
@@ -36,7 +37,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-FAMILIES = ("glue", "squad", "race")
+FAMILIES = ("glue", "squad", "race", "tagging")
 
 
 @dataclasses.dataclass
@@ -55,7 +56,7 @@ class Split:
 
 
 def family_module(family: str):
-  """The module of a task family ("glue", "squad" or "race")."""
+  """The module of a task family ("glue", "squad", "race" or "tagging")."""
   if family not in FAMILIES:
     raise ValueError(f"config field 'task.family'={family!r}: unknown task family; allowed: "
                      f"{FAMILIES}")

@@ -1,0 +1,153 @@
+"""albert_jax.plan: the real train step compiled ahead of time for TPU topologies, without a TPU.
+
+Compilations run the command line in a subprocess: libtpu is set up once per process
+(plan.setup_host) and must not depend on what the pytest worker's jax has already initialized.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from albert_jax import metrics
+from albert_jax import plan
+from albert_jax import tpu_specs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config=configs/pretrain.py:size=tiny", "--config.data.max_seq_length=128",
+        "--config.training.global_batch_size=16"]
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "albert_jax.plan", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+@needs_libtpu
+def test_tiny_config_compiles_for_v5e_and_fits():
+  result = run_plan(*TINY, "--topology=v5e:2x2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  assert "Plan for v5e:2x2: TPU v5 lite, 4 chips, 4 devices, 1 hosts" in out
+  assert "mesh data=4 fsdp=1 tensor=1" in out
+  for row in ("parameters", "optimizer state", "batch", "XLA temporaries", "total"):
+    assert f"  {row}" in out
+  assert "-> FITS: margin" in out
+  assert "cost_analysis()" in out and "analytic / XLA" in out
+  assert "tokens/s" in out and "125000 steps (training.total_steps)" in out
+
+
+@needs_libtpu
+def test_huge_batch_does_not_fit_and_a_variant_is_suggested():
+  # 16 sequences of 4096 tokens per v5e chip: attention alone needs more than 16 GiB.
+  result = run_plan("--config=configs/pretrain.py:size=tiny", "--topology=v5e:2x2",
+                    "--config.data.max_seq_length=4096",
+                    "--config.model.max_position_embeddings=4096",
+                    "--config.training.global_batch_size=64")
+  assert result.returncode == 2, result.stderr[-3000:]
+  out = result.stdout
+  assert "DOES NOT FIT: XLA needs" in out
+  # Full FSDP is cheaper but cannot help (the weights are tiny); accumulation over 2 does.
+  assert ("--config.partitioning.mesh.data=1 --config.partitioning.mesh.fsdp=4  ->  "
+          "does not fit") in out
+  assert "Cheapest variant that fits: add\n  --config.training.microbatches=2\n" in out
+  assert "-> FITS" in out.split("Cheapest variant that fits")[1]
+
+
+@needs_libtpu
+def test_multislice_puts_the_data_axis_across_slices():
+  result = run_plan(*TINY, "--topology=v5e:2x2", "--num_slices=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Plan for v5e:2x2 x 2 slices: TPU v5 lite, 8 chips, 8 devices, 2 hosts" in result.stdout
+  assert "the data axis spans the slices" in result.stdout
+
+
+def test_multislice_mesh_needs_a_data_axis_per_slice():
+  # Checked before any device is touched, so stand-in devices do.
+  with pytest.raises(plan.PlanError, match=r"'partitioning.mesh.data'=1 must be a multiple of "
+                     r"--num_slices=2"):
+    plan.multislice_mesh({"data": 1, "fsdp": -1, "tensor": 1}, [object()] * 8, num_slices=2)
+
+
+@needs_libtpu
+def test_topology_rejected_by_libtpu_is_a_clear_error():
+  result = run_plan(*TINY, "--topology=v5e:3x3")
+  assert result.returncode == 1
+  assert "error: libtpu rejected --topology='v5e:3x3'" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_missing_libtpu_names_the_install_command(monkeypatch):
+  monkeypatch.setitem(sys.modules, "libtpu", None)  # makes `import libtpu` raise ImportError
+  monkeypatch.delenv("TPU_LIBRARY_PATH", raising=False)
+  with pytest.raises(plan.PlanError, match=r"needs libtpu.*pip install -e '\.\[tpu\]'"):
+    plan.topology_devices("v5e:2x2")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("v9:2x2", r"unknown TPU generation 'v9'; known: \['v2', 'v3', 'v4', 'v5e', 'v5p', 'v6e'\]"),
+    ("v5litepod-16", r"--topology='v5litepod-16' is not GENERATION:AxB\[xC\]"),
+    ("v5e:0x2", r"every dimension must be at least 1"),
+])
+def test_unknown_topology_names_the_flag(name, message):
+  with pytest.raises(plan.PlanError, match=message):
+    plan.topology_devices(name)
+
+
+def test_num_slices_must_be_positive():
+  with pytest.raises(plan.PlanError, match=r"--num_slices=0 must be at least 1"):
+    plan.topology_devices("v5e:2x2", num_slices=0)
+
+
+def test_variants_are_ordered_cheapest_first():
+  config = plan.with_overrides(_tiny_config(), {"training.global_batch_size": 64})
+  got = list(plan.variants(config, {"data": 4, "fsdp": 1, "tensor": 1}, num_slices=1))
+  fsdp = {"partitioning.mesh.data": 1, "partitioning.mesh.fsdp": 4}
+  assert got[:4] == [fsdp, {"training.microbatches": 2}, {**fsdp, "training.microbatches": 2},
+                     {"training.microbatches": 4}]
+  # Every microbatch count keeps 64 / k divisible by the 4 data-parallel devices.
+  assert max(v.get("training.microbatches", 1) for v in got) == 16
+  remats = [v["model.remat_policy"] for v in got if "model.remat_policy" in v]
+  assert remats[0] == "dots_saveable" and remats[-1] == "nothing_saveable"
+  first_remat = next(i for i, v in enumerate(got) if "model.remat_policy" in v)
+  assert all("model.remat_policy" not in v for v in got[:first_remat])
+  assert first_remat == 9  # fsdp, then (k, k + fsdp) for k = 2, 4, 8, 16
+
+
+def test_oom_message_is_parsed():
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (29.00G) exceeds available HBM (15.48G).")
+  match = plan._OOM.search(message)  # pylint: disable=protected-access
+  assert plan._to_bytes(*match.group(1, 2)) == 29 * 2**30  # pylint: disable=protected-access
+  assert plan._to_bytes(*match.group(3, 4)) == 15.48 * 2**30  # pylint: disable=protected-access
+
+
+def test_specs_agree_with_the_mfu_table_of_training():
+  class Device:
+    def __init__(self, kind):
+      self.device_kind = kind
+
+  for spec in tpu_specs.SPECS.values():
+    assert metrics.peak_flops_per_device(Device(spec.device_kind), "bfloat16") == pytest.approx(
+        spec.peak_flops_per_device), spec.generation
+  assert tpu_specs.SPECS["v3"].hbm_per_device == 16 * 2**30  # one core of a 32 GiB chip
+
+
+def test_topology_kwargs():
+  v4, dims = tpu_specs.parse_topology("v4:4x4x8")
+  assert tpu_specs.topology_kwargs(v4, dims) == {"chip_config_name": "megacore",
+                                                 "wrap": (True, True, True)}
+  v5e, dims = tpu_specs.parse_topology("v5e:8x16")
+  assert tpu_specs.topology_kwargs(v5e, dims) == {"wrap": (False, True, False)}
+
+
+def _tiny_config():
+  spec = importlib.util.spec_from_file_location("plan_test_config",
+                                                os.path.join(REPO, "configs", "pretrain.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("size=tiny")
