@@ -299,16 +299,29 @@ def save_checkpoint(config: Any, params: Params, directory: str) -> None:
   checkpointer.wait_until_finished()
 
 
-def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
+def restore_tree(path: str) -> Any:
+  """An orbax tree restored onto this process's first device.
+
+  Restoring without a target fails when the tree was saved from another device topology (a run
+  on 8 devices, a TPU pod), so the target is built from the saved metadata.
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  checkpointer = ocp.StandardCheckpointer()
+  meta = checkpointer.metadata(path)
+  tree = getattr(getattr(meta, "item_metadata", meta), "tree", None) or meta
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+  return checkpointer.restore(path, target)
+
+
+def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
   directory = os.path.abspath(directory)
   config_path = os.path.join(directory, "model_config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: not an albert_jax checkpoint directory")
   with open(config_path) as f:
     cfg = ModelConfig.from_any(json.load(f))
-  params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"))
-  return cfg.to_config_dict(), params
+  return cfg.to_config_dict(), restore_tree(os.path.join(directory, "params"))
 
 
 # ------------------------------------------------------------------------------------------------

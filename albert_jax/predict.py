@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from albert_jax import config_utils
+from albert_jax import convert
 from albert_jax import finetune
 from albert_jax import modeling
 from albert_jax import seqeval_metrics
@@ -135,32 +136,17 @@ def _find_spm(spm_model: str, task, config, directory: str) -> str:
                    "the checkpoint was trained with, e.g. 30k-clean.model or spiece.model)")
 
 
-def _restore_here(path: str) -> Any:
-  """An orbax tree restored onto this process's first device.
-
-  Restoring without a target fails when the tree was saved from another device topology (a
-  fine-tuning run on 8 devices, a TPU pod), so the target is built from the saved metadata.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  checkpointer = ocp.StandardCheckpointer()
-  meta = checkpointer.metadata(path)
-  tree = getattr(getattr(meta, "item_metadata", meta), "tree", None) or meta
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-  return checkpointer.restore(path, target)
-
-
 def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig], dict]:
   """(model config or None for a training workdir, parameters) of any checkpoint kind."""
   config_json = _read_json(os.path.join(path, "model_config.json"))
   if config_json is not None:  # convert.save_checkpoint / a fine-tuning best/
-    return ModelConfig.from_any(config_json), _restore_here(os.path.join(path, "params"))
+    return ModelConfig.from_any(config_json), convert.restore_tree(os.path.join(path, "params"))
   steps_dir = os.path.join(path, "checkpoints")
   if os.path.isdir(steps_dir):  # a training workdir: its latest train state
     steps = sorted(int(d) for d in os.listdir(steps_dir) if d.isdigit())
     if not steps:
       raise InputError(f"--checkpoint: {steps_dir} holds no checkpoint")
-    return None, _restore_here(os.path.join(steps_dir, str(steps[-1]), "state"))["params"]
+    return None, convert.restore_tree(os.path.join(steps_dir, str(steps[-1]), "state"))["params"]
   if not (os.path.isfile(os.path.join(path, "config.json")) or os.path.exists(path + ".index")
           or os.path.isdir(os.path.join(path, "variables"))):
     raise InputError(f"--checkpoint {path}: not an albert_jax checkpoint (model_config.json), a "

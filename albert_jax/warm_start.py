@@ -56,15 +56,13 @@ def _detect(path: str) -> str:
 
 
 def _latest_workdir_params(workdir: str) -> dict:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   directory = os.path.join(workdir, "checkpoints")
   steps = sorted(int(s.rstrip("/")) for s in tf.io.gfile.listdir(directory)
                  if s.rstrip("/").isdigit())
   if not steps:
     raise FileNotFoundError(f"config field 'init_from.path': {directory} holds no checkpoint")
-  state = ocp.StandardCheckpointer().restore(os.path.join(directory, str(steps[-1]), "state"))
-  return state["params"]
+  return convert.restore_tree(os.path.join(directory, str(steps[-1]), "state"))["params"]
 
 
 def read_source(init_from: ml_collections.ConfigDict) -> tuple[Any, dict]:
