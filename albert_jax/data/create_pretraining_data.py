@@ -9,8 +9,12 @@ and masking.py for the intended deviations):
     input is cut into work units independently of the number of workers and each unit writes its
     own file, so the output is byte-identical for any `--num_workers`;
   * bounded memory: a worker holds one unit (a `--block_size_mb` block of a file, or a tfds shard)
-    and one pass of its instances at a time, so memory stays flat as the corpus grows;
-  * parallel: `--num_workers` processes over units;
+    and the records of one pass at a time, so memory stays flat as the corpus grows;
+  * parallel: `--num_workers` processes (this one included) claim units, largest first;
+  * fast: per instance, only a tight loop over index ranges and the random draws runs in Python;
+    token arrays and records are built for a batch of instances at a time with NumPy
+    (`PassBuilder` in pretraining_data.py, `PretrainingRecordEncoder` in records.py), and with
+    text input no process imports TensorFlow;
   * atomic: everything is written to DIR.tmp-PID and renamed to DIR at the end; a failure removes it;
   * a JSON summary (summary.json) beside the records: counts, masked fraction, label balance,
     settings and input files.
@@ -26,15 +30,16 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
-
-import numpy as np
 
 from albert_jax.data import masking, pretraining_data, records, sources, tokenization
 
@@ -90,7 +95,10 @@ def output_name(unit: int, num_units: int) -> str:
 _WORKER: dict = {}
 
 
-def _init_worker(settings: Settings, out_dir: str, num_units: int) -> None:
+def _init_worker(settings: Settings, out_dir: str, units: list[sources.WorkUnit],
+                 next_unit=None) -> None:
+  """Prepares this process to run `process_unit`; `next_unit` is the shared counter that
+  `_process_next_unit` claims units from."""
   tokenizer = tokenization.SentencePieceTokenizer(
       settings.spm_model, do_lower_case=settings.do_lower_case, keep_accents=settings.keep_accents)
   mask_config = None
@@ -101,61 +109,94 @@ def _init_worker(settings: Settings, out_dir: str, num_units: int) -> None:
         max_predictions_per_seq=settings.max_predictions_per_seq, ngram=settings.ngram,
         favor_shorter_ngram=settings.favor_shorter_ngram,
         do_whole_word_mask=settings.do_whole_word_mask)
+  encoder = records.PretrainingRecordEncoder(settings.instance.max_seq_length,
+                                             settings.max_predictions_per_seq,
+                                             masked=mask_config is not None)
+  # Largest units first (text blocks; tfds shards keep their order), so that the last ones to
+  # finish are small: with a few units per worker that decides how well the work balances.
+  schedule = sorted(units, key=lambda u: u.start - u.end)
   _WORKER.update(settings=settings, tokenizer=tokenizer, mask_config=mask_config, out_dir=out_dir,
-                 num_units=num_units, specials=pretraining_data.SpecialIds(
-                     tokenizer.cls_id, tokenizer.sep_id, tokenizer.start_piece_table()))
+                 schedule=schedule, num_units=len(units), next_unit=next_unit, encoder=encoder,
+                 specials=pretraining_data.SpecialIds(tokenizer.cls_id, tokenizer.sep_id,
+                                                      tokenizer.start_piece_table()))
+
+
+def _process_next_unit() -> UnitStats | None:
+  """Claims the next unprocessed unit (shared counter) and processes it; None when none is left."""
+  counter = _WORKER["next_unit"]
+  with counter.get_lock():
+    index = counter.value
+    counter.value = index + 1
+  return process_unit(_WORKER["schedule"][index]) if index < _WORKER["num_units"] else None
+
+
+def _read_block(unit: sources.WorkUnit, tokenizer: tokenization.SentencePieceTokenizer,
+                max_num_tokens: int, stats: UnitStats) -> pretraining_data.DocumentBlock:
+  """Reads and tokenizes a unit's documents, a few thousand lines per SentencePiece call."""
+  counters = sources.ReadCounters()
+
+  def tokenized_documents():
+    batch: list[list[str]] = []
+    for document in itertools.chain(sources.iter_documents(unit, counters), [None]):
+      if document is not None:
+        batch.append(document)
+      if batch and (document is None or sum(map(len, batch)) >= 4096):
+        ids = iter(tokenizer.encode_batch([line for lines in batch for line in lines]))
+        yield from ([next(ids) for _ in lines] for lines in batch)
+        batch = []
+
+  block = pretraining_data.DocumentBlock.from_documents(tokenized_documents())
+  sentences = [len(offsets) - 1 for offsets in block.offsets]
+  stats.documents = len(sentences)
+  stats.sentences = sum(sentences)
+  stats.one_sentence_documents = sentences.count(1)
+  stats.sentences_longer_than_max = int((block.sentence_lengths() > max_num_tokens).sum())
+  stats.invalid_utf8_lines = counters.invalid_utf8_lines
+  stats.input_bytes = counters.input_bytes
+  return block
 
 
 def process_unit(unit: sources.WorkUnit) -> UnitStats:
   """Reads, tokenizes and turns one unit into instances; writes its output file; returns counts."""
   settings: Settings = _WORKER["settings"]
-  tokenizer: tokenization.SentencePieceTokenizer = _WORKER["tokenizer"]
   stats = UnitStats(unit=unit.index)
-  counters = sources.ReadCounters()
-  max_num_tokens = settings.instance.max_seq_length - 3
-  documents = []
-  for lines in sources.iter_documents(unit, counters):
-    document = pretraining_data.Document.from_sentences(tokenizer.encode_batch(lines))
-    if document.num_sentences == 0:
-      continue
-    documents.append(document)
-    stats.sentences += document.num_sentences
-    stats.one_sentence_documents += document.num_sentences == 1
-    stats.sentences_longer_than_max += int((np.diff(document.offsets) > max_num_tokens).sum())
-  stats.documents = len(documents)
-  stats.invalid_utf8_lines = counters.invalid_utf8_lines
-  stats.input_bytes = counters.input_bytes
-  if not documents:
+  block = _read_block(unit, _WORKER["tokenizer"], settings.instance.max_seq_length - 3, stats)
+  if not block.offsets:
     return stats
   seed = settings.random_seed
   # The official script shuffles the document list once before the passes.
-  pretraining_data.document_rng(seed, unit.index, "documents").shuffle(documents)
+  pretraining_data.document_rng(seed, unit.index, "documents").shuffle(block.offsets)
+  builder = pretraining_data.PassBuilder(block, settings.instance, _WORKER["specials"],
+                                         _WORKER["mask_config"], _WORKER["encoder"])
   kinds: collections.Counter = collections.Counter()
   name = output_name(unit.index, _WORKER["num_units"])
-  with open(os.path.join(_WORKER["out_dir"], name), "wb") as f:
+  with open(os.path.join(_WORKER["out_dir"], name), "wb", buffering=1 << 20) as f:
     for dupe in range(settings.dupe_factor):
-      instances = []
-      for d in range(len(documents)):
-        rng = pretraining_data.document_rng(seed, unit.index, dupe, d)
-        instances.extend(pretraining_data.create_instances_from_document(
-            documents, d, settings.instance, _WORKER["specials"], _WORKER["mask_config"], rng))
-      pretraining_data.document_rng(seed, unit.index, dupe, "order").shuffle(instances)
-      for inst in instances:
-        framed = records.frame_record(inst.to_example(settings.instance.max_seq_length,
-                                                      settings.max_predictions_per_seq))
-        f.write(framed)
-        stats.output_bytes += len(framed)
-        stats.tokens += len(inst.input_ids)
-        stats.masked_tokens += 0 if inst.masked_positions is None else len(inst.masked_positions)
-        stats.short_target_instances += inst.target_seq_length < max_num_tokens
-        kinds[inst.kind] += 1
-      stats.instances += len(instances)
+      builder.reset()  # drops the previous pass's records: one pass in memory at a time
+      for d in range(len(block.offsets)):
+        builder.add_document(d, pretraining_data.document_rng(seed, unit.index, dupe, d))
+      stats.output_bytes += _write_shuffled(
+          f, builder.finish(), pretraining_data.document_rng(seed, unit.index, dupe, "order"))
+      stats.instances += len(builder)
+      stats.tokens += builder.tokens
+      stats.masked_tokens += builder.masked_tokens
+      stats.short_target_instances += builder.short_target_instances
+      kinds.update(builder.kind_counts())
   stats.kinds = dict(sorted(kinds.items()))
   if stats.instances:
     stats.output_file = name
   else:
     os.remove(os.path.join(_WORKER["out_dir"], name))
   return stats
+
+
+def _write_shuffled(f, framed: list[bytes], rng: random.Random) -> int:
+  """Writes a pass's records in the official shuffled order; returns the bytes written."""
+  # Shuffling the indexes draws the same permutation as shuffling the instances themselves.
+  order = list(range(len(framed)))
+  rng.shuffle(order)
+  f.writelines(framed[k] for k in order)
+  return sum(map(len, framed))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,26 +241,41 @@ def _process_all(settings: Settings, units: list[sources.WorkUnit], out_dir: str
              unit_scale=True, disable=not progress, desc="create_pretraining_data", file=sys.stderr)
   results: list[UnitStats] = []
   started = time.perf_counter()
+  lock = threading.Lock()  # results come from this thread and from the pool's result thread
 
-  def update(stats: UnitStats) -> None:
-    results.append(stats)
-    bar.update(stats.input_bytes if total_bytes else 1)
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    bar.set_postfix(instances=sum(r.instances for r in results),
-                    inst_per_s=f"{sum(r.instances for r in results) / elapsed:.0f}")
+  def update(stats: UnitStats | None) -> None:
+    if stats is None:
+      return
+    with lock:
+      results.append(stats)
+      bar.update(stats.input_bytes if total_bytes else 1)
+      elapsed = max(time.perf_counter() - started, 1e-9)
+      bar.set_postfix(instances=sum(r.instances for r in results),
+                      inst_per_s=f"{sum(r.instances for r in results) / elapsed:.0f}")
 
   try:
     if num_workers <= 1:
-      _init_worker(settings, out_dir, len(units))
+      _init_worker(settings, out_dir, units)
       for unit in units:
         update(process_unit(unit))
     else:
-      # spawn, not fork: the parent may hold TensorFlow (tfds input), which is not fork-safe.
+      # This process is one of the workers: it processes units while the pool's processes start
+      # (spawn re-imports everything in each, a noticeable part of a short run), all of them
+      # claiming units from one shared counter. spawn, not fork: this process may hold TensorFlow
+      # (tfds input), which is not fork-safe.
       ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(num_workers, initializer=_init_worker,
-                    initargs=(settings, out_dir, len(units))) as pool:
-        for stats in pool.imap_unordered(process_unit, units):
+      next_unit = ctx.Value("q", 0)
+      _init_worker(settings, out_dir, units, next_unit)
+      failed = threading.Event()
+      with ctx.Pool(num_workers - 1, initializer=_init_worker,
+                    initargs=(settings, out_dir, units, next_unit)) as pool:
+        # One task per unit: each claims a unit, so the pool never runs out while some are left.
+        tasks = [pool.apply_async(_process_next_unit, callback=update,
+                                  error_callback=lambda _: failed.set()) for _ in units]
+        while not failed.is_set() and (stats := _process_next_unit()) is not None:
           update(stats)
+        for task in tasks:
+          task.get()  # re-raises a worker's exception
   finally:
     bar.close()
   return sorted(results, key=lambda s: s.unit)

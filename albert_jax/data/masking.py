@@ -26,7 +26,9 @@ Intended deviations, none of which changes the distribution of the output:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import random
 from typing import NamedTuple
 
@@ -55,6 +57,11 @@ class MaskingConfig:
     if not 0 <= self.mask_id < self.vocab_size:
       raise ValueError(f"mask_id={self.mask_id}: must be in [0, vocab_size={self.vocab_size}).")
 
+  @functools.cached_property
+  def cdf(self) -> list[float]:
+    """`ngram_cdf()`, computed once (it is read for every masked sequence)."""
+    return self.ngram_cdf()
+
   def ngram_cdf(self) -> list[float]:
     """Cumulative p(n) for n = 1..ngram."""
     pvals = 1.0 / np.arange(1, self.ngram + 1)
@@ -75,6 +82,10 @@ class MaskedLm(NamedTuple):
   span_words: tuple[int, ...] = ()  # words (units) in each accepted n-gram, in order (statistics)
 
 
+# `draw_masks` marks a masked token that keeps its original id with this value.
+KEEP = -1
+
+
 def token_boundary(is_start: np.ndarray, is_special: np.ndarray) -> np.ndarray:
   """The official `token_boundary` feature: 1 at [CLS]/[SEP] and at word-start pieces."""
   return (is_start | is_special).astype(np.int32)
@@ -83,6 +94,83 @@ def token_boundary(is_start: np.ndarray, is_special: np.ndarray) -> np.ndarray:
 def num_to_predict(length: int, config: MaskingConfig) -> int:
   """How many tokens the official recipe masks in a sequence of `length` real tokens."""
   return min(config.max_predictions_per_seq, max(1, int(round(length * config.masked_lm_prob))))
+
+
+def unit_bounds(is_start: np.ndarray, do_whole_word_mask: bool) -> list[int]:
+  """Word units over the candidates (the non-special tokens, in order) as boundaries.
+
+  Unit k is candidates [bounds[k], bounds[k + 1]); the last entry is the number of candidates.
+  `is_start` is over the candidates only. With whole-word masking a unit starts at each start piece
+  and at the first candidate (start piece or not); otherwise every candidate is a unit.
+  """
+  n = len(is_start)
+  if not do_whole_word_mask:
+    return list(range(n + 1))
+  bounds = np.flatnonzero(is_start).tolist()
+  if n and (not bounds or bounds[0]):
+    bounds.insert(0, 0)
+  bounds.append(n)
+  return bounds
+
+
+def draw_masks(bounds: list[int], budget: int, config: MaskingConfig, rng: random.Random,
+               masked: list[int], values: list[int], span_words: list[int] | None = None) -> int:
+  """Steps 3-4 of the algorithm on unit boundaries (see `unit_bounds`); the core of all masking.
+
+  Appends the masked candidate indexes, in draw order, to `masked` and the id each one gets to
+  `values` (`config.mask_id`, a random id, or KEEP); with `span_words`, appends the words of each
+  accepted n-gram. Returns the number of masked tokens. Appending to the caller's lists lets the
+  data generator collect a whole pass in flat lists.
+
+  Every draw, and the order of draws, is that of the straightforward implementation (randint for
+  the next unit, random() for n, then random() [random() [randint]] per token): the output for a
+  seed is part of the format. `rng._randbelow(k)` is exactly what `rng.randint(a, a + k - 1) - a`
+  computes (CPython's randint -> randrange -> _randbelow), without randint's argument checking,
+  which costs more than the draw itself in this loop.
+  """
+  num_units = len(bounds) - 1
+  if num_units <= 0 or budget <= 0:
+    return 0
+  cdf = config.cdf
+  ngram = len(cdf)
+  mask_id, vocab_size = config.mask_id, config.vocab_size
+  randbelow, random_ = rng._randbelow, rng.random  # noqa: SLF001  (see docstring)
+  append, bisect_right = values.append, bisect.bisect_right
+  # Padded so that an n-gram running past the last unit ends at the last candidate, without a min().
+  bounds = bounds + [bounds[-1]] * ngram
+  # Spans are whole units, so overlap is tracked per unit (units past the end are never real).
+  covered = bytearray(num_units + ngram)
+  order = list(range(num_units))  # partial Fisher-Yates: order[t] is the t-th unit visited
+  used = 0
+  for t in range(num_units):
+    if used >= budget:
+      break
+    j = t + randbelow(num_units - t)
+    start = order[j]
+    order[j] = order[t]
+    n = bisect_right(cdf, random_()) + 1  # p(n) from the cdf: the first n with u < cdf[n - 1]
+    end = start + (n if n < ngram else ngram)
+    lo = bounds[start]
+    # Shrink the n-gram until it fits the remaining budget (official "try shorter ngrams").
+    room = budget - used + lo
+    while bounds[end] > room:
+      end -= 1
+    if end == start or covered.find(1, start, end) >= 0:
+      continue
+    hi = bounds[end]
+    if span_words is not None:
+      span_words.append(min(end, num_units) - start)
+    covered[start:end] = b"\x01" * (end - start)
+    masked.extend(range(lo, hi))
+    used += hi - lo
+    for _ in range(hi - lo):
+      if random_() < 0.8:
+        append(mask_id)
+      elif random_() < 0.5:
+        append(KEEP)  # keep the original token
+      else:
+        append(randbelow(vocab_size))
+  return used
 
 
 def create_masked_lm_predictions(input_ids: np.ndarray, is_start: np.ndarray,
@@ -101,55 +189,17 @@ def create_masked_lm_predictions(input_ids: np.ndarray, is_start: np.ndarray,
   if config.masked_lm_prob == 0:
     empty = np.zeros([0], np.int32)
     return MaskedLm(input_ids.copy(), empty, empty)
-  # Positions of non-special tokens; a unit is a contiguous run of this array, so an n-gram of units
-  # starting at unit k is the slice candidates[bounds[k]:bounds[k + n]].
+  # Positions of non-special tokens; a unit is a contiguous run of this array.
   candidates = np.flatnonzero(~np.asarray(is_special, dtype=bool))
-  if config.do_whole_word_mask:
-    unit_start = np.asarray(is_start, dtype=bool)[candidates]
-    if len(unit_start):
-      unit_start[0] = True  # the first candidate always opens a unit, start piece or not
-  else:
-    unit_start = np.ones(len(candidates), dtype=bool)
-  bounds = np.flatnonzero(unit_start).tolist() + [len(candidates)]
-  num_units = len(bounds) - 1
-  budget = num_to_predict(len(input_ids), config)
-  cdf = config.ngram_cdf()
-  cand = candidates.tolist()
-  order = list(range(num_units))
-  covered: set[int] = set()
+  bounds = unit_bounds(np.asarray(is_start, dtype=bool)[candidates], config.do_whole_word_mask)
   masked: list[int] = []
+  values: list[int] = []
   span_words: list[int] = []
+  draw_masks(bounds, num_to_predict(len(input_ids), config), config, rng, masked, values,
+             span_words)
   output = input_ids.copy()
-  vocab_max = config.vocab_size - 1
-  for t in range(num_units):
-    if len(masked) >= budget:
-      break
-    # Partial Fisher-Yates: order[t] becomes a uniformly random unit not visited yet.
-    j = rng.randint(t, num_units - 1)
-    order[t], order[j] = order[j], order[t]
-    start = order[t]
-    u = rng.random()
-    n = next(k for k, c in enumerate(cdf, start=1) if u < c) if u < cdf[-1] else len(cdf)
-    # Shrink the n-gram until it fits the remaining budget (official "try shorter ngrams").
-    while n > 0:
-      length = bounds[min(start + n, num_units)] - bounds[start]
-      if len(masked) + length <= budget:
-        break
-      n -= 1
-    if n == 0:
-      continue
-    span = cand[bounds[start]:bounds[min(start + n, num_units)]]
-    if any(p in covered for p in span):
-      continue
-    span_words.append(min(start + n, num_units) - start)
-    for p in span:
-      covered.add(p)
-      masked.append(p)
-      if rng.random() < 0.8:
-        output[p] = config.mask_id
-      elif rng.random() < 0.5:
-        pass  # keep the original token
-      else:
-        output[p] = rng.randint(0, vocab_max)
-  positions = np.array(sorted(masked), dtype=np.int32)
+  where = candidates[np.array(masked, dtype=np.int64)]
+  values_ = np.array(values, dtype=np.int64)
+  output[where[values_ != KEEP]] = values_[values_ != KEEP]
+  positions = np.sort(where).astype(np.int32)
   return MaskedLm(output, positions, input_ids[positions], tuple(span_words))
