@@ -201,7 +201,7 @@ def _official_baseline(files, spm_model, out_file, max_seq_length, dupe_factor, 
         masked.append(masked_lm(index=i, label=tokens[i]))
     rng.shuffle(ngram_indexes)
     if FLAGS.do_permutation:
-      raise NotImplementedError("do_permutation (off by default) is not transcribed")
+      raise ValueError("do_permutation (off by default) is not transcribed")
     masked = sorted(masked, key=lambda x: x.index)
     return output, [m.index for m in masked], [m.label for m in masked], boundary
 
