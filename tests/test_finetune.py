@@ -1,7 +1,6 @@
 """Fine-tuning end to end on tiny data (8 fake devices): every task family, a run that learns,
 resume, warm starts, outputs, and clear failures on bad input."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from albert_jax import config_utils
 from albert_jax import convert
 from albert_jax import finetune
 from albert_jax import model_config
@@ -21,10 +21,8 @@ VOCAB = 4000  # the session SentencePiece fixture's size
 
 
 def load_config(name, arg, spm_model, **overrides):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
+  """configs/<name>.py:arg for the session tokenizer; overrides as section__field=value."""
+  c = config_utils.load_sibling(str(REPO / "configs" / "x.py"), name).get_config(arg)
   c.task.spm_model = spm_model
   c.model.vocab_size = VOCAB
   for key, value in overrides.items():

@@ -2,9 +2,6 @@
 alignment and the stride split + merge on hand-made sentences, the CoNLL / CoNLL-U readers, and
 fine-tuning end to end from tfds mock data and from CoNLL-U files."""
 
-import importlib.util
-import pathlib
-
 import ml_collections
 import numpy as np
 import pytest
@@ -13,24 +10,13 @@ from albert_jax import finetune
 from albert_jax import seqeval_metrics as sm
 from albert_jax.data import tasks as tasks_lib
 from albert_jax.data.tasks import tagging
+import test_finetune
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-VOCAB = 4000  # the session SentencePiece fixture's size
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
 
 def load_config(arg, spm_model, **overrides):
-  spec = importlib.util.spec_from_file_location("finetune_tagging",
-                                                REPO / "configs" / "finetune_tagging.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
-  c.task.spm_model = spm_model
-  c.model.vocab_size = VOCAB
-  for key, value in overrides.items():
-    section, field = key.split("__")
-    c[section][field] = value
-  return c
+  return test_finetune.load_config("finetune_tagging", arg, spm_model, **overrides)
 
 
 # ----------------------------------------------------------------------------------------------
