@@ -69,17 +69,22 @@ def compile_job(config):
   return job, compiled, time.perf_counter() - start
 
 
-def speed(config) -> None:
-  job, compiled, compile_seconds = compile_job(config)
+def seconds_per_step(config, job, compiled, steps: int) -> float:
+  """Mean wall time of `steps` compiled steps on synthetic batches, after one warm-up step."""
   state, _ = job.create_state()
   batches = [partitioning.global_batch(synthetic_batch(config, i), job.mesh) for i in range(2)]
   state, m = compiled(state, batches[0], job.rng)
   jax.block_until_ready(m)
   start = time.perf_counter()
-  for i in range(_STEPS.value):
+  for i in range(steps):
     state, m = compiled(state, batches[i % 2], job.rng)
   jax.block_until_ready(m)
-  step_seconds = (time.perf_counter() - start) / _STEPS.value
+  return (time.perf_counter() - start) / steps
+
+
+def speed(config) -> None:
+  job, compiled, compile_seconds = compile_job(config)
+  step_seconds = seconds_per_step(config, job, compiled, _STEPS.value)
   t, d = config.training, config.data
   flops = t.global_batch_size * metrics.pretraining_flops_per_example(
       job.model_config, d.max_seq_length, d.max_predictions_per_seq)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -40,15 +39,7 @@ def throughput(run: sweeps.Run) -> float:
   config.model.dtype = _DTYPE.value
   config.model.max_position_embeddings = max(config.model.max_position_embeddings, _SEQ.value)
   job, compiled, _ = bench_train.compile_job(config)
-  state, _ = job.create_state()
-  batch = bench_train.partitioning.global_batch(bench_train.synthetic_batch(config), job.mesh)
-  state, m = compiled(state, batch, job.rng)
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, m = compiled(state, batch, job.rng)
-  jax.block_until_ready(m)
-  return _STEPS.value * _BATCH.value / (time.perf_counter() - start)
+  return _BATCH.value / bench_train.seconds_per_step(config, job, compiled, _STEPS.value)
 
 
 def main(argv):
