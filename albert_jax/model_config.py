@@ -62,6 +62,13 @@ class ModelConfig:
   # Steps of the depth scan unrolled per loop iteration (1: a rolled loop, compile time independent
   # of depth; num_hidden_layers: straight-line code like an unrolled Python loop).
   scan_unroll: int = 1
+  # Each group's depth scan split into this many rematerialized blocks (a scan of scans). The
+  # backward pass then keeps one [B, T, H] input per block plus one per layer of the block being
+  # recomputed, instead of one per layer: with about sqrt(L/G) blocks, activation memory grows with
+  # sqrt(depth) instead of depth, for one extra forward pass. 0 picks the divisor of L/G nearest
+  # its square root. Only with layer_sharing="all": stacked per-layer weights and their optimizer
+  # state dwarf the per-layer inputs, and blocks would change the stacked parameter layout.
+  remat_scan_blocks: int = 1
 
   def __post_init__(self):
     _validate(self)
@@ -99,6 +106,14 @@ class ModelConfig:
   def layers_per_group(self) -> int:
     return self.num_hidden_layers // self.num_hidden_groups
 
+  @property
+  def depth_blocks(self) -> int:
+    """`remat_scan_blocks` resolved (0: the divisor of L/G nearest sqrt(L/G))."""
+    if self.remat_scan_blocks:
+      return self.remat_scan_blocks
+    n = self.layers_per_group
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - n ** 0.5))
+
 
 def _validate(c: ModelConfig) -> None:
   def fail(field, msg):
@@ -131,6 +146,15 @@ def _validate(c: ModelConfig) -> None:
       fail(name, f"must be in [0, 1), got {p}")
   if c.layer_norm_eps <= 0:
     fail("layer_norm_eps", f"must be positive, got {c.layer_norm_eps}")
+  if (not isinstance(c.remat_scan_blocks, int) or isinstance(c.remat_scan_blocks, bool)
+      or c.remat_scan_blocks < 0):
+    fail("remat_scan_blocks", f"must be a non-negative integer, got {c.remat_scan_blocks!r}")
+  if c.remat_scan_blocks > 1 and c.layers_per_group % c.remat_scan_blocks:
+    fail("remat_scan_blocks", f"{c.remat_scan_blocks} does not divide the "
+         f"{c.layers_per_group} layers of a group (num_hidden_layers / num_hidden_groups)")
+  if c.remat_scan_blocks != 1 and c.layer_sharing != "all":
+    fail("remat_scan_blocks", "blocks of the depth scan need layer_sharing='all' (got "
+         f"{c.layer_sharing!r}); use remat_policy alone for stacked layers")
   if c.use_embedding_projection is False and c.embedding_size != c.hidden_size:
     fail("use_embedding_projection", "can only be False when embedding_size == hidden_size "
          f"(got E={c.embedding_size}, H={c.hidden_size})")

@@ -170,21 +170,24 @@ def _split_shared(shared_keys):
   return split, merge
 
 
-def _depth_scan(cfg: ModelConfig):
-  """The L/G steps of one group as a scanned module class, sharing per `layer_sharing`.
+def _remat(module_cls, policy: str):
+  # static_argnums counts self: (self, x, mask_bias, deterministic, steps).
+  return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,),
+                  policy=getattr(jax.checkpoint_policies, policy))
 
-  The scanned call is (x, mask_bias, deterministic, steps) with steps = arange(L/G). The
-  'params' rng is not split across steps (broadcast weights must not depend on the step);
-  unshared weights are decorrelated by folding the step index into their init key instead.
+
+def _depth_scan(cfg: ModelConfig, length: int):
+  """`length` steps of depth as a scanned module class, sharing per `layer_sharing`.
+
+  The scanned call is (x, mask_bias, deterministic, steps) with steps the [length] indices of the
+  steps in the group. The 'params' rng is not split across steps (broadcast weights must not depend
+  on the step); unshared weights are decorrelated by folding the step index into their init key.
   """
-  step = AlbertLayerStep
-  if cfg.remat_policy != "none":
-    # static_argnums counts self: (self, x, mask_bias, deterministic, step).
-    step = nn.remat(step, prevent_cse=False, static_argnums=(3,),
-                    policy=getattr(jax.checkpoint_policies, cfg.remat_policy))
-  common = dict(in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.layers_per_group,
+  step = AlbertLayerStep if cfg.remat_policy == "none" else _remat(AlbertLayerStep,
+                                                                   cfg.remat_policy)
+  common = dict(in_axes=(nn.broadcast, nn.broadcast, 0), length=length,
                 split_rngs={"params": False, "dropout": True},
-                unroll=min(cfg.scan_unroll, cfg.layers_per_group))
+                unroll=min(cfg.scan_unroll, length))
   if cfg.layer_sharing == "all":
     return nn.scan(step, variable_broadcast="params", **common)
   stacked = dict(variable_axes={"params": 0}, metadata_params={nn.PARTITION_NAME: "layers"},
@@ -200,6 +203,23 @@ def _depth_scan(cfg: ModelConfig):
   return nn.scan(inner, variable_broadcast="shared", **stacked)
 
 
+class _DepthBlock(nn.Module):
+  """One block of `remat_scan_blocks`: a scan over its L/(G*blocks) consecutive layers.
+
+  It shares its scope with that inner scan, so the parameter tree is the one without blocks.
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.inner = _depth_scan(cfg, cfg.layers_per_group // cfg.depth_blocks)(cfg)
+    nn.share_scope(self, self.inner)
+
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool, steps: Array):
+    return self.inner(x, mask_bias, deterministic, steps)
+
+
 class AlbertGroup(nn.Module):
   """One group of L/G consecutive layers."""
 
@@ -207,9 +227,19 @@ class AlbertGroup(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, mask_bias: Array, deterministic: bool):
-    steps = jnp.arange(self.config.layers_per_group)
-    x, _ = _depth_scan(self.config)(self.config, name="layers")(
-        x, mask_bias, deterministic, steps)
+    cfg = self.config
+    steps = jnp.arange(cfg.layers_per_group)
+    if cfg.depth_blocks == 1:
+      scan = _depth_scan(cfg, cfg.layers_per_group)
+    else:
+      # A scan over rematerialized blocks: the backward pass keeps only each block's input and
+      # recomputes the block's forward (saving its per-layer inputs) when it reaches it.
+      # (`remat_scan_blocks` > 1 implies layer_sharing="all": every weight is broadcast.)
+      scan = nn.scan(_remat(_DepthBlock, "nothing_saveable"), variable_broadcast="params",
+                     in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.depth_blocks,
+                     split_rngs={"params": False, "dropout": True})
+      steps = steps.reshape(cfg.depth_blocks, -1)
+    x, _ = scan(cfg, name="layers")(x, mask_bias, deterministic, steps)
     return x, None
 
 

@@ -4,7 +4,8 @@
     python experiments/bench_train.py speed --config=configs/pretrain.py:size=base \\
         --config.training.global_batch_size=8 --config.data.max_seq_length=128
 
-    # compile time and XLA temp memory for L = 12/24/48, `all` sharing, scan vs unrolled, remat on/off
+    # compile time and XLA temp memory for L = 12/24/48, `all` sharing: scan vs unrolled, remat
+    # off / per layer / per layer inside sqrt(L) rematerialized blocks
     python experiments/bench_train.py depth --config=configs/pretrain.py:size=base \\
         --config.training.global_batch_size=8 --config.data.max_seq_length=128
 
@@ -105,21 +106,27 @@ def speed(config) -> None:
   print(trainer.describe_memory(compiled))
 
 
+# (loop, remat_policy, remat_scan_blocks) per row of the depth table; blocks 0 = about sqrt(L).
+DEPTH_VARIANTS = (("scan", "none", 1), ("scan", "nothing_saveable", 1),
+                  ("scan", "nothing_saveable", 0), ("unrolled", "none", 1),
+                  ("unrolled", "nothing_saveable", 1))
+
+
 def depth(config) -> None:
-  print("| L | loop | remat | compile s | temp MiB |")
-  print("|---|---|---|---|---|")
+  print("| L | loop | remat | blocks | compile s | temp MiB |")
+  print("|---|---|---|---|---|---|")
   for layers in map(int, _DEPTHS.value):
-    for unrolled in (False, True):
-      for remat in ("none", "nothing_saveable"):
-        c = config.copy_and_resolve_references()
-        c.model.num_hidden_layers = layers
-        c.model.layer_sharing = "all"
-        c.model.scan_unroll = layers if unrolled else 1
-        c.model.remat_policy = remat
-        _, compiled, seconds = compile_job(c)
-        temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
-        print(f"| {layers} | {'unrolled' if unrolled else 'scan'} | {remat} | {seconds:.1f} | "
-              f"{temp:.1f} |", flush=True)
+    for loop, remat, blocks in DEPTH_VARIANTS:
+      c = config.copy_and_resolve_references()
+      c.model.num_hidden_layers = layers
+      c.model.layer_sharing = "all"
+      c.model.scan_unroll = layers if loop == "unrolled" else 1
+      c.model.remat_policy = remat
+      c.model.remat_scan_blocks = blocks
+      job, compiled, seconds = compile_job(c)
+      temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+      print(f"| {layers} | {loop} | {remat} | {job.model_config.depth_blocks} | {seconds:.1f} | "
+            f"{temp:.1f} |", flush=True)
 
 
 def main(argv):

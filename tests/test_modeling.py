@@ -141,6 +141,29 @@ def test_remat_and_dropout():
   np.testing.assert_array_equal(det[0], det[1])
 
 
+@pytest.mark.parametrize("blocks,groups,inner,policy", [(3, 1, 1, "nothing_saveable"),
+                                                        (0, 2, 2, "none")])
+def test_remat_scan_blocks_match_one_scan(blocks, groups, inner, policy):
+  """Blocks change the backward pass's memory, not the parameter tree, the init or the maths."""
+  cfg = dict(BASE, num_hidden_layers=12, num_hidden_groups=groups, inner_group_num=inner)
+  ids, mask, types = make_inputs()
+  plain = modeling.AlbertForPreTraining(cfg)
+  blocked = modeling.AlbertForPreTraining(dict(cfg, remat_policy=policy, remat_scan_blocks=blocks))
+  assert blocked.config.depth_blocks == (3 if blocks else 2)  # 0: the divisor nearest sqrt(L/G)
+  params = plain.init(jax.random.PRNGKey(0), ids)["params"]
+  jax.tree.map(np.testing.assert_array_equal, params,
+               blocked.init(jax.random.PRNGKey(0), ids)["params"])
+
+  def loss(model, p):
+    out = model.apply({"params": p}, ids, mask, types)
+    return jnp.sum(out["mlm_logits"] ** 2) + jnp.sum(out["sop_logits"])
+
+  l1, g1 = jax.value_and_grad(lambda p: loss(plain, p))(params)
+  l2, g2 = jax.value_and_grad(lambda p: loss(blocked, p))(params)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  jax.tree.map(assert_grad_close, g1, g2)
+
+
 def test_bfloat16_compute():
   ids, mask, types = make_inputs()
   f32 = modeling.AlbertForPreTraining(dict(BASE, num_hidden_layers=2))
@@ -173,6 +196,9 @@ def test_logical_axis_names_on_every_parameter():
     (dict(use_embedding_projection=False), "use_embedding_projection"),
     (dict(remat_policy="save_all"), "remat_policy"),
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+    (dict(num_hidden_layers=6, remat_scan_blocks=4), "remat_scan_blocks"),
+    (dict(remat_scan_blocks=2, layer_sharing="none"), "remat_scan_blocks"),
+    (dict(remat_scan_blocks=-1), "remat_scan_blocks"),
     (dict(not_a_field=1), "not_a_field"),
 ])
 def test_invalid_config_fails_at_construction(overrides, field):
