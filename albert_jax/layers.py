@@ -18,12 +18,19 @@ from albert_jax.model_config import ModelConfig
 Array = jax.Array
 
 
+# The GELUs are rematerialized: differentiating the tanh form would otherwise keep five
+# [B, T, intermediate_size] intermediates per layer for the backward pass (stacked over depth by
+# the scan); recomputing them from the input is cheaper than writing and reading them back.
+_GELU_TANH = jax.checkpoint(functools.partial(jax.nn.gelu, approximate=True))
+_GELU_ERF = jax.checkpoint(functools.partial(jax.nn.gelu, approximate=False))
+
+
 def activation(name: str) -> Callable[[Array], Array]:
   """Maps `hidden_act` to a function ("gelu" is the official tanh approximation)."""
   return {
-      "gelu": functools.partial(jax.nn.gelu, approximate=True),
-      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-      "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),
+      "gelu": _GELU_TANH,
+      "gelu_new": _GELU_TANH,
+      "gelu_exact": _GELU_ERF,
       "relu": jax.nn.relu,
       "tanh": jnp.tanh,
       "silu": jax.nn.silu,
