@@ -31,6 +31,7 @@ from flax import traverse_util
 import flax.linen as nn
 
 from albert_jax import checkpoint_names as names
+from albert_jax import fileio
 from albert_jax import modeling
 from albert_jax.model_config import ModelConfig
 
@@ -288,12 +289,14 @@ def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: b
 # ------------------------------------------------------------------------------------------------
 
 def save_checkpoint(config: Any, params: Params, directory: str) -> None:
+  """`directory` (local or a bucket): model_config.json and the orbax `params` tree. Every
+  process calls it (orbax saves collectively); process 0 writes the config."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   cfg = ModelConfig.from_any(config)
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "model_config.json"), "w") as f:
-    json.dump(cfg.to_config_dict().to_dict(), f, indent=2, sort_keys=True)
+  directory = fileio.absolute(directory)
+  if jax.process_index() == 0:
+    fileio.write_json(os.path.join(directory, "model_config.json"),
+                      cfg.to_config_dict().to_dict(), sort_keys=True)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, "params"), nn.unbox(params), force=True)
   checkpointer.wait_until_finished()
@@ -315,12 +318,11 @@ def restore_tree(path: str) -> Any:
 
 
 def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
-  directory = os.path.abspath(directory)
+  directory = fileio.absolute(directory)
   config_path = os.path.join(directory, "model_config.json")
-  if not os.path.exists(config_path):
+  if not fileio.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: not an albert_jax checkpoint directory")
-  with open(config_path) as f:
-    cfg = ModelConfig.from_any(json.load(f))
+  cfg = ModelConfig.from_any(fileio.read_json(config_path))
   return cfg.to_config_dict(), restore_tree(os.path.join(directory, "params"))
 
 

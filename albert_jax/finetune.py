@@ -18,7 +18,11 @@ Outputs in DIR: `metrics.json` (best/final/per-split metrics, history, data coun
 `outputs/` (GLUE `<split>_predictions.tsv` and submission TSVs such as MNLI-m.tsv; SQuAD
 predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl;
 tagging <split>_predictions.conll), `best/task.json` (the task config, for albert_jax.predict),
-`checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache).
+`checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache);
+see finetune_files.py. DIR and the task's input files may be local or in a bucket (gs://...).
+
+Multi-host: every process runs the same command (see albert_jax.distributed); each featurizes the
+data and feeds the rows of every global batch that its devices hold; process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -37,8 +40,8 @@ import numpy as np
 import optax
 
 from albert_jax import checkpoints
-from albert_jax import convert
 from albert_jax import distributed
+from albert_jax import finetune_files
 from albert_jax import metrics as metrics_lib
 from albert_jax import modeling
 from albert_jax import optim
@@ -305,10 +308,10 @@ def predict_split(predict_fn, params, split: tasks_lib.Split, config, mesh, rule
   """Model outputs for every row of `split`, in row order (padding rows dropped)."""
   keys = input_keys(config.task)
   arrays = {k: split.arrays[k] for k in keys}
+  size = config.training.eval_batch_size
   chunks: dict[str, list] = {}
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
-    for host_batch in tasks_lib.eval_batches(arrays, config.training.eval_batch_size,
-                                             jax.process_index(), jax.process_count()):
+    for host_batch in tasks_lib.eval_batches(arrays, size, partitioning.host_rows(mesh, size)):
       out = predict_fn(params, partitioning.global_batch(host_batch, mesh))
       for k, v in out.items():  # replicated outputs: every host holds all of them
         chunks.setdefault(k, []).append(np.asarray(v.addressable_data(0)))
@@ -357,33 +360,20 @@ def warm_params(source: dict, target: Any, init_from, head: str) -> tuple[dict, 
   return params, head_from
 
 
-def _restore_params(path: str, like: Any, shardings: Any) -> Any:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        like, shardings)
-  return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), target)
-
-
-def _write_json(path: str, value: Any) -> None:
-  if jax.process_index() != 0:
-    return
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, default=str)
-  os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # The run.
 # ----------------------------------------------------------------------------------------------
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) fine-tuning in `workdir`; returns the contents of metrics.json."""
+  """Runs (or resumes) fine-tuning in `workdir` (local or gs://); returns metrics.json's contents.
+
+  On several processes every process runs this with the same config and workdir.
+  """
   distributed.maybe_initialize(config.multihost)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  is_chief = jax.process_index() == 0
+  files = finetune_files.RunFiles(workdir)
+  workdir = files.workdir
+  is_chief = files.is_chief
   if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
     config = ml_collections.ConfigDict(config.to_dict())
     config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
@@ -396,31 +386,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tokenizer = tokenization.SentencePieceTokenizer(task.spm_model,
                                                   do_lower_case=task.do_lower_case)
   validate(config, tokenizer, jax.process_count())
-  cache = os.path.join(workdir, "features")
-  train = tasks_lib.load_split(task, tokenizer, task.train_split, True, cache)
-  evals = [tasks_lib.load_split(task, tokenizer, s, False, cache)
-           for s in tasks_lib.split_list(task.eval_splits)]
+  # Every process featurizes (deterministically) what is not cached; only process 0 stores it.
+  load = lambda split, is_training: tasks_lib.load_split(task, tokenizer, split, is_training,
+                                                         files.features_dir, is_chief)
+  train = load(task.train_split, True)
+  evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
   # Test splits are read now so that a missing or malformed file fails before training.
-  tests = [tasks_lib.load_split(task, tokenizer, s, False, cache)
-           for s in tasks_lib.split_list(task.predict_splits)]
+  tests = [load(s, False) for s in tasks_lib.split_list(task.predict_splits)]
 
   job = build_job(config)
   mesh, rules = job.mesh, job.rules
   state, shardings = job.create_state()
   every = t.checkpoint_every_steps or t.eval_every_steps
   ckpt = checkpoints.Checkpointer(workdir, every, t.keep_checkpoints)
-  history_path = os.path.join(workdir, "eval_history.json")
-  best_dir, out_dir = os.path.join(workdir, "best"), os.path.join(workdir, "outputs")
   history, head_from = [], "fresh"
   restored = ckpt.restore_latest(state)
   if restored is not None:
     step, state, _ = restored
     state = jax.device_put(state, shardings)
-    if os.path.exists(history_path):
-      with open(history_path) as f:
-        saved = json.load(f)
-      history = [h for h in saved["history"] if h["step"] <= step]
-      head_from = saved.get("head_init", head_from)
+    history, head_from = files.read_history(step, head_from)
     logging.info("resumed from step %d", step)
   else:
     step = 0
@@ -429,15 +413,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       state = state.replace(params=jax.device_put(params, shardings.params))
   source = None  # the host copy of the source is no longer needed
 
+  # Each process passes the rows of the global batch that its devices hold.
+  train_rows = partitioning.host_rows(mesh, t.global_batch_size)
   batch_of = lambda s: partitioning.global_batch(tasks_lib.train_batch(
-      train.arrays, s, t.global_batch_size, config.seed, jax.process_index(),
-      jax.process_count()), mesh)
+      train.arrays, s, t.global_batch_size, config.seed, train_rows), mesh)
   train_step = None  # compiled on the first step (a finished run that is resumed needs none)
   predict_fn = jax.jit(make_predict(config, job.model),
                        in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
                        out_shardings=partitioning.replicated(mesh))
-  writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"),
-                              os.path.join(workdir, "metrics.jsonl"))
+  writer = metrics_lib.Writer(files.tensorboard_dir, files.jsonl_path)
   metric = task.selection_metric
   score = lambda h: h["metrics"][metric]
   best = max(history, key=score) if history else None
@@ -450,21 +434,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise ValueError(f"config field 'task.selection_metric'={metric!r} is not among the "
                        f"evaluation metrics {sorted(values)}")
     history.append({"step": at_step, "metrics": values})
-    _write_json(history_path, {"metric": metric, "head_init": head_from, "history": history})
+    files.write_history(metric, head_from, history)
     writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})
     if is_chief:
       print(f"eval at step {at_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
             flush=True)
     if best is None or values[metric] > score(best):
       best = history[-1]
-      convert.save_checkpoint(config.model, state.params, best_dir)
-      _write_json(os.path.join(best_dir, "best_step.json"), best)
-      # The task beside the weights: `albert_jax.predict` featurizes and decodes with it.
-      _write_json(os.path.join(best_dir, "task.json"), {"task": config.task.to_dict(),
-                                                        "model_name": config.model_name})
-      if is_chief:
-        for split in evals:
-          module.write_outputs(task, split, predictions[split.name], out_dir)
+      files.save_best(config, state.params, best)
+      for split in evals:
+        files.write_outputs(module.write_outputs, task, split, predictions[split.name])
 
   with pretrain.StopSignal() as stop:
     try:
@@ -500,29 +479,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   if best is None:  # resumed after the last step: nothing was evaluated in this process
     evaluate_and_keep(step)
-  params = _restore_params(best_dir, state.params, shardings.params)
-  outputs = sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir)) if os.path.isdir(
-      out_dir) else []
+  params = files.restore_best(state.params, shardings.params)
   predicted = {}
   for split in tests:
     values, predictions = evaluate(config, predict_fn, params, [split], mesh, rules)
     predicted[split.name] = values
-    if is_chief:
-      outputs += module.write_outputs(task, split, predictions[split.name], out_dir)
+    files.write_outputs(module.write_outputs, task, split, predictions[split.name])
   result = {
       "task": task_label(task), "family": task.family, "model": config.model_name,
       "init_from": config.init_from.path, "head_init": head_from, "workdir": workdir,
       "metric": metric, "best": {"step": best["step"], "value": score(best),
                                  "metrics": best["metrics"]},
       "final": history[-1], "predict": predicted, "history": history,
-      "outputs": sorted(set(outputs)),
+      "outputs": files.list_outputs(),
       "data": {"train": train.stats, **{s.name: s.stats for s in evals + tests}},
       "config": json.loads(config.to_json_best_effort()),
   }
-  _write_json(os.path.join(workdir, "metrics.json"), result)
+  files.write_metrics(result)
   if is_chief:
     print(f"best {metric} {score(best):.4f} at step {best['step']}; metrics: "
-          f"{os.path.join(workdir, 'metrics.json')}", flush=True)
+          f"{files.metrics_path}", flush=True)
   return result
 
 

@@ -100,6 +100,16 @@ def data_parallel_size(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
+def host_rows(mesh: Mesh, batch_size: int) -> np.ndarray:
+  """Positions (sorted) of the rows of a `batch_size` global batch that this process's devices
+  hold: what it passes to `global_batch`. Not always the p-th contiguous block: it follows the
+  mesh's device order, and processes that replicate the batch (a `tensor` axis across hosts)
+  feed the same rows."""
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  rows = {r for index in index_map.values() for r in range(batch_size)[index[0]]}
+  return np.array(sorted(rows), dtype=np.int64)
+
+
 def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This host's slice of the batch -> global arrays (every host passes its own rows)."""
   sharding = batch_sharding(mesh)

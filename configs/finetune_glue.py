@@ -8,7 +8,9 @@ Matthews correlation, STS-B: Pearson; MNLI: matched accuracy); F1 (MRPC, QQP), S
 and mismatched accuracy (MNLI) are reported too.
 size: base | large | xlarge | xxlarge | tiny | demo (the model of configs/demo.py); the architecture
 is replaced by the checkpoint's when `init_from.path` has a model config (`model_from_init`).
-Data: tfds `glue/<task>` (default) or `--config.task.source=files --config.task.data_dir=glue_data/MNLI`.
+Data: tfds `glue/<task>` (default) or `--config.task.source=files --config.task.data_dir=glue_data/MNLI`
+(local or gs://). MNLI also predicts the diagnostic set (split `ax`: tfds glue/ax, or the file
+`task.ax_file`) for the leaderboard's AX.tsv.
 runlocal: a tiny model on the GLUE-format fixtures in tests/fixtures/glue with a SentencePiece model
 trained on the bundled corpus, in a minute on a laptop.
 """
@@ -116,7 +118,12 @@ def get_config(arg=None):
   c.task.train_split = "train"
   mnli = args.task == "mnli"
   c.task.eval_splits = "validation_matched,validation_mismatched" if mnli else "validation"
-  c.task.predict_splits = "test_matched,test_mismatched" if mnli else "test"  # submission TSVs
+  # Submission TSVs; MNLI's model also predicts the GLUE diagnostic set (AX.tsv).
+  c.task.predict_splits = "test_matched,test_mismatched,ax" if mnli else "test"
+  if mnli:
+    # The diagnostic TSV for source=files ("" = diagnostic/diagnostic.tsv beside data_dir, as in
+    # the official GLUE download; GLUE's AX.tsv works too). tfds: glue/ax.
+    c.task.ax_file = ""
   c.task.selection_metric = {"cola": "validation/mcc", "stsb": "validation/pearson",
                              "mnli": "validation_matched/accuracy"}.get(args.task,
                                                                        "validation/accuracy")

@@ -109,10 +109,25 @@ def test_mnli_from_tfds(tmp_path, spm_model):
     result = finetune.run(config, str(tmp_path))
   assert {"validation_matched/accuracy", "validation_mismatched/accuracy"} <= set(
       result["best"]["metrics"])
-  for name in ("MNLI-m.tsv", "MNLI-mm.tsv"):
+  for name in ("MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"):  # AX: the diagnostic set, tfds glue/ax
     rows = read_tsv(tmp_path / "outputs" / name)
     assert len(rows) == 25 and {r[1] for r in rows[1:]} <= {"entailment", "neutral",
                                                             "contradiction"}
+
+
+def test_mnli_files_predicts_the_diagnostic_set(tmp_path, spm_model):
+  config = load_config("finetune_glue", "task=mnli,runlocal", spm_model, training__total_steps=2,
+                       training__eval_every_steps=2, optimizer__warmup_steps=1)
+  assert config.task.predict_splits == "test_matched,test_mismatched,ax"
+  result = finetune.run(config, str(tmp_path))
+  # Read from diagnostic/diagnostic.tsv beside the MNLI folder (the official GLUE layout).
+  diagnostic = read_tsv(REPO / "tests/fixtures/glue/diagnostic/diagnostic.tsv")
+  rows = read_tsv(tmp_path / "outputs" / "AX.tsv")
+  assert rows[0] == ["index", "prediction"]
+  assert [r[0] for r in rows[1:]] == [r[0] for r in diagnostic[1:]]
+  assert {r[1] for r in rows[1:]} <= {"entailment", "neutral", "contradiction"}
+  assert result["predict"]["ax"] == {} and result["data"]["ax"]["examples"] == 8
+  assert str(tmp_path / "outputs" / "AX.tsv") in result["outputs"]
 
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])

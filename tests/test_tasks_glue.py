@@ -64,6 +64,53 @@ def test_tfds_source_with_mock_data():
   assert len(stsb) == 5 and all(isinstance(e.label, float) for e in stsb)
 
 
+def test_ax_diagnostic_split(tmp_path, spm_model):
+  """The GLUE diagnostic set: split `ax` of MNLI, unlabelled, written as AX.tsv."""
+  tok = tokenization.SentencePieceTokenizer(spm_model)
+  c = task_config("mnli")  # the official layout: glue_data/MNLI beside glue_data/diagnostic
+  assert glue.ax_file(c) == str(FIXTURES / "diagnostic" / "diagnostic.tsv")
+  split = glue.load_split(c, tok, "ax", False)
+  assert not split.has_labels and split.num_rows == 8
+  assert [e.guid for e in split.meta] == [str(i) for i in range(8)]
+  assert split.meta[0].text_b == "the film was not charming"
+  assert glue.evaluate(c, split, {"logits": np.zeros((8, 3))}) == ({}, [0] * 8)
+  (path,) = glue.write_outputs(c, split, [0, 1, 2, 0, 1, 2, 0, 1], str(tmp_path / "out"))
+  assert os.path.basename(path) == "AX.tsv"
+  rows = [line.split("\t") for line in open(path).read().splitlines()]
+  assert rows[0] == ["index", "prediction"] and len(rows) == 9
+  assert [r[1] for r in rows[1:4]] == ["entailment", "neutral", "contradiction"]
+  # GLUE's AX.tsv (same columns) named by task.ax_file.
+  (tmp_path / "AX.tsv").write_text("index\tsentence1\tsentence2\n7\ta b\tc d\n")
+  (ex,) = glue.read_examples(task_config("mnli", ax_file=str(tmp_path / "AX.tsv")), "ax")
+  assert (ex.guid, ex.text_a, ex.text_b, ex.label) == ("7", "a b", "c d", None)
+  with pytest.raises(FileNotFoundError, match=r"nope.tsv not found \(config field 'task.ax_file'\)"):
+    glue.read_examples(task_config("mnli", ax_file=str(tmp_path / "nope.tsv")), "ax")
+  with pytest.raises(ValueError, match=r"split 'ax' .* 'task.name'='mnli'"):
+    glue.read_examples(task_config("rte"), "ax")
+
+
+def test_ax_from_tfds_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  read = []
+
+  def as_dataset(builder, split, **kwargs):
+    """glue/ax as tfds serves it: premise, hypothesis, idx and label -1 (unlabelled)."""
+    del kwargs
+    read.append((builder.name, builder.builder_config.name, str(split)))
+    return tf.data.Dataset.from_tensor_slices({
+        "premise": ["the film was charming", "no one came"],
+        "hypothesis": ["the film was not charming", "someone came"],
+        "idx": np.array([0, 1], np.int32), "label": np.array([-1, -1], np.int64)})
+
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset):
+    ax = glue.read_examples(task_config("mnli", source="tfds"), "ax")
+  assert read == [("glue", "ax", "test")]
+  assert [(e.guid, e.text_a, e.text_b, e.label) for e in ax] == [
+      ("0", "the film was charming", "the film was not charming", None),
+      ("1", "no one came", "someone came", None)]
+
+
 def test_truncate_pair_pops_from_the_longer_text():
   a, b = [1, 2, 3, 4, 5], [6, 7]
   glue.truncate_pair(a, b, 5)
@@ -141,8 +188,8 @@ def test_batching_is_a_function_of_the_step():
   assert len(set(np.concatenate(epoch).tolist())) == 8  # no repeats within an epoch
   assert np.array_equal(tasks.train_batch(arrays, 1, 4, seed=3)["x"], epoch[1])  # resumable
   assert not np.array_equal(tasks.train_batch(arrays, 2, 4, seed=3)["x"], epoch[0])  # new epoch
-  hosts = [tasks.train_batch(arrays, 1, 4, seed=3, process_index=p, process_count=2)["x"]
-           for p in range(2)]
+  hosts = [tasks.train_batch(arrays, 1, 4, seed=3, host_rows=np.array(rows))["x"]
+           for rows in ([0, 1], [2, 3])]
   assert np.array_equal(np.concatenate(hosts), epoch[1])
   batch = tasks.train_batch(arrays, 0, 4, seed=3)
   assert np.array_equal(batch["y"], batch["x"] * 2)
@@ -150,5 +197,16 @@ def test_batching_is_a_function_of_the_step():
     tasks.train_batch(arrays, 0, 16, seed=0)
   evals = list(tasks.eval_batches(arrays, 4))
   assert [b["row"].tolist() for b in evals] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
-  host1 = list(tasks.eval_batches(arrays, 4, process_index=1, process_count=2))
+  host1 = list(tasks.eval_batches(arrays, 4, host_rows=np.array([2, 3])))
   assert [b["row"].tolist() for b in host1] == [[2, 3], [6, 7], [-1, -1]]
+
+
+def test_host_rows_follow_the_mesh():
+  import jax  # pylint: disable=g-import-not-at-top
+  from albert_jax import partitioning  # pylint: disable=g-import-not-at-top
+  if jax.device_count() < 8:
+    pytest.skip("needs the 8 fake devices of conftest.py")
+  # One process holds every device: all rows, whatever the mesh (a tensor axis replicates them).
+  for mesh in ({"data": -1}, {"data": 2, "fsdp": 2, "tensor": 2}):
+    rows = partitioning.host_rows(partitioning.create_mesh(mesh), 16)
+    assert rows.tolist() == list(range(16))

@@ -160,12 +160,24 @@ class SentencePieceTokenizer:
 
 
 def load_sentencepiece(model_file: str) -> spm.SentencePieceProcessor:
-  """Loads a SentencePiece model, with an error naming the file when it is missing or not a model."""
-  if not os.path.isfile(model_file):
+  """Loads a SentencePiece model, with an error naming the file when it is missing or not a model.
+
+  A URI (gs://...) is read through tf.io.gfile: SentencePiece itself opens local files only.
+  """
+  remote = "://" in model_file
+  if remote:
+    from albert_jax import fileio  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+    found = fileio.isfile(model_file)
+  else:
+    found = os.path.isfile(model_file)
+  if not found:
     raise TokenizerError(f"SentencePiece model file {model_file!r} does not exist.")
   sp = spm.SentencePieceProcessor()
   try:
-    sp.load(model_file)
+    if remote:
+      sp.load_from_serialized_proto(fileio.read_bytes(model_file))
+    else:
+      sp.load(model_file)
   except (OSError, RuntimeError) as e:
     raise TokenizerError(
         f"{model_file!r} is not a SentencePiece model (loading it failed: {e}).") from e

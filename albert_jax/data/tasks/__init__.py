@@ -21,7 +21,11 @@ and the family's metadata needed to turn model outputs back into answers.
 
 Batching: `train_batch` draws the rows of any step from (seed, step) alone (a new permutation
 every epoch, remainder dropped), so a resumed run sees exactly the batches it would have seen;
-`eval_batches` covers every row once, padding the last batch with rows whose `row` is -1.
+`eval_batches` covers every row once, padding the last batch with rows whose `row` is -1. On
+several processes each one takes the positions of the global batch that its devices hold.
+
+Files (inputs, the feature cache, outputs) go through `albert_jax.fileio`, so they may be in a
+bucket (gs://...).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ import json
 import logging
 import os
 import pickle
+import tempfile
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
+
+from albert_jax import fileio
 
 FAMILIES = ("glue", "squad", "race", "tagging")
 
@@ -110,48 +117,45 @@ def _to_python(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def cached_split(cache_dir: Optional[str], key: dict[str, Any],
-                 build: Callable[[], Split]) -> Split:
+def cached_split(cache_dir: Optional[str], key: dict[str, Any], build: Callable[[], Split],
+                 write: bool = True) -> Split:
   """`build()`, or its pickle under `cache_dir` when one was made with the same `key`.
 
   The key holds everything the features depend on (task settings, split, tokenizer file and
-  its size/mtime), so a changed setting never reuses stale features.
+  its size/mtime), so a changed setting never reuses stale features. `cache_dir` may be a bucket.
+  `write`: store a split it had to build (False on all processes but one: featurization is
+  deterministic, so the others build the same split and need not write it concurrently).
   """
   if not cache_dir:
     return build()
   digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir, f"{key.get('split', 'split')}-{digest}.pkl")
-  if os.path.exists(path):
-    with open(path, "rb") as f:
-      logging.info("features from cache %s", path)
-      return pickle.load(f)
+  if fileio.exists(path):
+    logging.info("features from cache %s", path)
+    return pickle.loads(fileio.read_bytes(path))
   split = build()
-  os.makedirs(cache_dir, exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    pickle.dump(split, f, protocol=pickle.HIGHEST_PROTOCOL)
-  os.replace(tmp, path)
+  if write:
+    fileio.write_bytes(path, pickle.dumps(split, protocol=pickle.HIGHEST_PROTOCOL))
   return split
 
 
-def file_fingerprint(path: str) -> dict[str, Any]:
-  st = os.stat(path)
-  return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime}
-
-
-def load_split(task, tokenizer, split: str, is_training: bool, cache_dir: Optional[str]) -> Split:
-  """The family's `load_split`, through the feature cache in `cache_dir` (None: no cache)."""
+def load_split(task, tokenizer, split: str, is_training: bool, cache_dir: Optional[str],
+               write_cache: bool = True) -> Split:
+  """The family's `load_split`, through the feature cache in `cache_dir` (None: no cache;
+  `write_cache` False: read it but never write it)."""
   key = {"task": task.to_dict(), "split": split, "is_training": is_training,
-         "spm": file_fingerprint(task.spm_model)}
+         "spm": fileio.fingerprint(task.spm_model)}
   module = family_module(task.family)
   return cached_split(cache_dir, key, lambda: module.load_split(task, tokenizer, split,
-                                                                is_training))
+                                                                is_training), write_cache)
 
 
 def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
-  """A SentencePiece model trained on `task.spm_corpus` in `workdir` (runlocal); its path.
+  """A SentencePiece model trained on `task.spm_corpus`, stored in `workdir` (runlocal); its path.
 
-  Process 0 trains it (once: an existing one is reused); the others wait for it.
+  Process 0 trains it once (an existing one is reused) in a local temporary directory, since the
+  trainer writes local files only, and copies it into the workdir (which may be a bucket); the
+  other processes wait for it and read it from there.
   """
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -159,10 +163,14 @@ def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
   if not task.get("spm_corpus"):
     raise ValueError("config field 'task.spm_model' is empty: give the SentencePiece model of "
                      "the checkpoint you fine-tune (e.g. 30k-clean.model)")
-  prefix = os.path.join(os.path.abspath(workdir), "spm")
-  if jax.process_index() == 0 and not os.path.exists(prefix + ".model"):
-    tokenization.train_model(tokenization.expand_globs(task.spm_corpus, "task.spm_corpus"),
-                             prefix, vocab_size=vocab_size, input_sentence_size=1_000_000)
+  prefix = os.path.join(fileio.absolute(workdir), "spm")
+  if jax.process_index() == 0 and not fileio.exists(prefix + ".model"):
+    with tempfile.TemporaryDirectory() as local:
+      trained = tokenization.train_model(
+          tokenization.expand_globs(task.spm_corpus, "task.spm_corpus"),
+          os.path.join(local, "spm"), vocab_size=vocab_size, input_sentence_size=1_000_000)
+      fileio.copy(trained[:-len(".model")] + ".vocab", prefix + ".vocab")
+      fileio.copy(trained, prefix + ".model")  # last: its presence means the pair is complete
   multihost_utils.sync_global_devices("fine-tuning tokenizer ready")
   return prefix + ".model"
 
@@ -173,8 +181,9 @@ def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
 
 
 def train_batch(arrays: dict[str, np.ndarray], step: int, global_batch: int, seed: int,
-                process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
-  """This host's rows of the global training batch of `step` (0-based)."""
+                host_rows: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+  """The global training batch of `step` (0-based), or the positions `host_rows` of it that this
+  process feeds (`partitioning.host_rows`)."""
   n = next(iter(arrays.values())).shape[0]
   per_epoch = n // global_batch
   if per_epoch == 0:
@@ -183,18 +192,19 @@ def train_batch(arrays: dict[str, np.ndarray], step: int, global_batch: int, see
   epoch, index = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(n)
   rows = order[index * global_batch:(index + 1) * global_batch]
-  per_host = global_batch // process_count
-  rows = rows[process_index * per_host:(process_index + 1) * per_host]
+  if host_rows is not None:
+    rows = rows[host_rows]
   return {k: v[rows] for k, v in arrays.items()}
 
 
-def eval_batches(arrays: dict[str, np.ndarray], global_batch: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """This host's rows of every eval batch; the key `row` holds each row's index (-1 = padding)."""
+def eval_batches(arrays: dict[str, np.ndarray], global_batch: int,
+                 host_rows: Optional[np.ndarray] = None) -> Iterator[dict[str, np.ndarray]]:
+  """Every eval batch (or its positions `host_rows`, as in `train_batch`); the key `row` holds
+  each row's index (-1 = padding)."""
   n = next(iter(arrays.values())).shape[0]
-  per_host = global_batch // process_count
+  positions = np.arange(global_batch) if host_rows is None else np.asarray(host_rows)
   for start in range(0, n, global_batch):
-    rows = np.arange(start + process_index * per_host, start + (process_index + 1) * per_host)
+    rows = start + positions
     real = rows < n
     take = np.where(real, rows, 0)
     batch = {k: v[take] for k, v in arrays.items()}

@@ -12,12 +12,18 @@ Local files: `task.data_dir` is the task's GLUE folder (e.g. glue_data/MNLI) wit
 (MNLI: dev_matched.tsv, dev_mismatched.tsv) and test.tsv (MNLI: test_matched.tsv,
 test_mismatched.tsv). Split names are the tfds ones: train, validation, test (MNLI:
 validation_matched, validation_mismatched, test_matched, test_mismatched).
+
+The GLUE diagnostic set (AX) is the split `ax` of an MNLI task: an MNLI model predicts it for the
+leaderboard's AX.tsv. It comes from tfds `glue/ax` (split test) or, from files, `task.ax_file`
+("" = the official download's `diagnostic/diagnostic.tsv` beside the MNLI folder; GLUE's AX.tsv
+has the same columns: index, sentence1, sentence2). Files may be local or in a bucket (gs://).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -25,6 +31,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 import numpy as np
 
+from albert_jax import fileio
 from albert_jax import task_metrics
 from albert_jax.data import tasks as tasks_lib
 
@@ -47,6 +54,8 @@ _SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv
                 "validation_matched": "dev_matched.tsv",
                 "validation_mismatched": "dev_mismatched.tsv",
                 "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"}
+# The diagnostic set: unlabelled MNLI pairs, predicted by an MNLI model (see the module docstring).
+AX = "ax"
 _PAIR = ("sentence1", "sentence2")
 
 TASKS: dict[str, GlueTask] = {
@@ -62,7 +71,8 @@ TASKS: dict[str, GlueTask] = {
     "stsb": GlueTask(_PAIR, _PAIR, "score", None, submission={"test": "STS-B.tsv"}),
     "mnli": GlueTask(("premise", "hypothesis"), _PAIR, "gold_label",
                      ("entailment", "neutral", "contradiction"), text_labels=True,
-                     submission={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}),
+                     submission={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv",
+                                 AX: "AX.tsv"}),
     "qnli": GlueTask(("question", "sentence"), ("question", "sentence"), "label",
                      ("entailment", "not_entailment"), text_labels=True,
                      submission={"test": "QNLI.tsv"}),
@@ -117,14 +127,16 @@ def _parse_label(spec: GlueTask, value: str, where: str) -> Any:
   return index
 
 
-def read_tsv(name: str, path: str) -> list[Example]:
-  """Examples of one official GLUE TSV (header-based; CoLA train/dev have no header)."""
+def read_tsv(name: str, path: str, field: str = "task.data_dir") -> list[Example]:
+  """Examples of one official GLUE TSV (header-based; CoLA train/dev have no header), local or
+  in a bucket; `field` is the config field that names the file (for the error)."""
   spec = get_task(name)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"GLUE {name}: file {path} not found (config field 'task.data_dir')")
+  if not fileio.isfile(path):
+    raise FileNotFoundError(f"GLUE {name}: file {path} not found (config field {field!r})")
   csv.field_size_limit(sys.maxsize)
-  with open(path, encoding="utf-8-sig", newline="") as f:
-    rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  # newline="": the csv module sees the file's own line ends, as with open(..., newline="").
+  text = io.StringIO(fileio.read_text(path, "utf-8-sig"), newline="")
+  rows = list(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE))
   if not rows:
     raise ValueError(f"GLUE {name}: {path} is empty")
   headerless = name == "cola" and rows[0][0] != "index"
@@ -159,17 +171,34 @@ def read_tsv(name: str, path: str) -> list[Example]:
   return examples
 
 
+def ax_file(task: ml_collections.ConfigDict) -> str:
+  """The diagnostic TSV: `task.ax_file`, else `diagnostic/diagnostic.tsv` beside
+  `task.data_dir` (the layout of the official GLUE download: glue_data/MNLI,
+  glue_data/diagnostic)."""
+  if task.get("ax_file"):
+    return task.ax_file
+  parent = os.path.dirname(task.data_dir.rstrip("/"))  # not normpath: it would break gs://
+  return os.path.join(parent, "diagnostic", "diagnostic.tsv")
+
+
 def read_examples(task: ml_collections.ConfigDict, split: str) -> list[Example]:
   """Examples of `split` from tfds or from `task.data_dir` (official TSVs)."""
   spec = get_task(task.name)
-  if split not in _SPLIT_FILES:
-    raise ValueError(f"GLUE {task.name}: unknown split {split!r}; allowed: {sorted(_SPLIT_FILES)}")
+  if split == AX and task.name != "mnli":
+    raise ValueError(f"GLUE {task.name}: split {AX!r} (the GLUE diagnostic set) is predicted by "
+                     "an MNLI model; use it with config field 'task.name'='mnli'")
+  if split not in _SPLIT_FILES and split != AX:
+    raise ValueError(f"GLUE {task.name}: unknown split {split!r}; allowed: "
+                     f"{sorted(_SPLIT_FILES)} (MNLI also {AX!r})")
   if task.source == "files":
+    if split == AX:
+      return read_tsv(task.name, ax_file(task), "task.ax_file")
     return read_tsv(task.name, os.path.join(task.data_dir, _SPLIT_FILES[split]))
   if task.source != "tfds":
     raise ValueError(f"config field 'task.source'={task.source!r}: allowed tfds, files")
+  dataset, tfds_split = ("glue/ax", "test") if split == AX else (f"glue/{task.name}", split)
   examples = []
-  for ex in tasks_lib.tfds_examples(f"glue/{task.name}", split, task.tfds_data_dir):
+  for ex in tasks_lib.tfds_examples(dataset, tfds_split, task.tfds_data_dir):
     texts = [ex[k] for k in spec.tfds_keys]
     label = ex["label"]
     unlabeled = spec.labels is not None and label < 0  # tfds test splits have label -1
@@ -267,10 +296,10 @@ def _prediction_text(spec: GlueTask, pred: Any) -> str:
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predictions: list,
                   out_dir: str) -> list[str]:
-  """The GLUE submission file of a test split (e.g. MNLI-m.tsv: "index<TAB>prediction"), else
+  """The GLUE submission file of a test split (e.g. MNLI-m.tsv, AX.tsv: "index<TAB>prediction"),
+  else
   `<split>_predictions.tsv` with the labels beside the predictions."""
   spec = get_task(task.name)
-  os.makedirs(out_dir, exist_ok=True)
   submission = (spec.submission or {}).get(split.name)
   if submission:
     path = os.path.join(out_dir, submission)
@@ -282,6 +311,5 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predi
         (e.guid, _prediction_text(spec, p),
          "" if e.label is None else _prediction_text(spec, e.label))
         for e, p in zip(split.meta, predictions)]
-  with open(path, "w", encoding="utf-8") as f:
-    f.writelines("\t".join(r) + "\n" for r in rows)
+  fileio.write_text(path, "".join("\t".join(r) + "\n" for r in rows))
   return [path]

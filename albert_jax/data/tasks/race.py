@@ -14,7 +14,6 @@ original one-article files and the concatenated all.txt both work). Splits: trai
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from albert_jax import fileio
 from albert_jax import task_metrics
 from albert_jax.data import tasks as tasks_lib
 
@@ -81,27 +81,26 @@ def examples_from_article(article: Any, level: str, tokenizer, where: str) -> li
 
 def _race_root(data_dir: str) -> str:
   nested = os.path.join(data_dir, "RACE")
-  return nested if os.path.isdir(nested) else data_dir
+  return nested if fileio.isdir(nested) else data_dir
 
 
 def read_files(data_dir: str, split: str, levels: Sequence[str], tokenizer) -> list[Example]:
   examples = []
   for level in levels:
     folder = os.path.join(_race_root(data_dir), split, level)
-    files = sorted(glob.glob(os.path.join(folder, "*.txt")))
+    files = fileio.glob(os.path.join(folder, "*.txt"))
     if not files:
       raise FileNotFoundError(f"RACE: no .txt files in {folder} (config field 'task.data_dir')")
     for path in files:
-      with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-          if not line.strip():
-            continue
-          try:
-            article = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n + 1}: not a JSON article ({e})") from None
-          article.setdefault("id", os.path.basename(path))
-          examples.extend(examples_from_article(article, level, tokenizer, f"{path}:{n + 1}"))
+      for n, line in enumerate(fileio.read_text(path).split("\n")):  # not splitlines: U+2028
+        if not line.strip():
+          continue
+        try:
+          article = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{n + 1}: not a JSON article ({e})") from None
+        article.setdefault("id", os.path.basename(path))
+        examples.extend(examples_from_article(article, level, tokenizer, f"{path}:{n + 1}"))
   return examples
 
 
@@ -178,12 +177,10 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predi
                   out_dir: str) -> list[str]:
   """`race_<split>_predictions.jsonl`: one line per question with the predicted letter."""
   del task
-  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"race_{split.name}_predictions.jsonl")
-  with open(path, "w", encoding="utf-8") as f:
-    for e, (pred, probs) in zip(split.meta, predictions):
-      f.write(json.dumps({"id": e.example_id, "question_index": e.question_index,
-                          "level": e.level, "prediction": _LETTERS[pred],
-                          "label": _LETTERS[e.label],
-                          "probabilities": [round(p, 6) for p in probs]}) + "\n")
+  fileio.write_text(path, "".join(
+      json.dumps({"id": e.example_id, "question_index": e.question_index, "level": e.level,
+                  "prediction": _LETTERS[pred], "label": _LETTERS[e.label],
+                  "probabilities": [round(p, 6) for p in probs]}) + "\n"
+      for e, (pred, probs) in zip(split.meta, predictions)))
   return [path]

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 import numpy as np
 
+from albert_jax import fileio
 from albert_jax import squad_postprocess
 from albert_jax import task_metrics
 from albert_jax.data import tasks as tasks_lib
@@ -91,11 +92,10 @@ def _example(qas_id, question, context, answers, is_impossible, is_training, whe
 
 def read_json(path: str, is_training: bool) -> list[Example]:
   """Examples of an official SQuAD JSON file (v1.1 or v2.0), with errors naming the entry."""
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"SQuAD file {path} not found (config field 'task.data_dir')")
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    data = json.loads(fileio.read_text(path))
   except json.JSONDecodeError as e:
     raise ValueError(f"SQuAD file {path} is not valid JSON: {e}") from None
   examples = []
@@ -379,14 +379,12 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
                   predictions: dict[str, Any], out_dir: str) -> list[str]:
   """predictions.json, nbest_predictions.json and (v2) null_odds.json, as the official code."""
-  os.makedirs(out_dir, exist_ok=True)
   prefix = "" if split.name == "validation" else f"{split.name}_"
   paths = []
   for key, name in (("predictions", "predictions.json"), ("nbest", "nbest_predictions.json"),
                     ("null_odds", "null_odds.json")):
     if key in predictions:
       path = os.path.join(out_dir, prefix + name)
-      with open(path, "w", encoding="utf-8") as f:
-        json.dump(predictions[key], f, indent=2, ensure_ascii=False)
+      fileio.write_json(path, predictions[key], ensure_ascii=False)
       paths.append(path)
   return paths

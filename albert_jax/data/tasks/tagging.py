@@ -33,13 +33,13 @@ multi-word ranges (1-2) and empty nodes (1.1) skipped, the tag in `task.label_co
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 
+from albert_jax import fileio
 from albert_jax import seqeval_metrics
 from albert_jax.data import tasks as tasks_lib
 from albert_jax.data.tasks import squad
@@ -96,7 +96,7 @@ def find_split_file(data_dir: str, split: str) -> str:
   patterns = [f"{split}.txt", f"{split}.conll", f"{split}.conllu", f"*-{split}.conllu",
               *_SPLIT_ALIASES.get(split, ())]
   for pattern in patterns:
-    found = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    found = fileio.glob(os.path.join(data_dir, pattern))
     if len(found) > 1:
       raise ValueError(f"tagging: several files match {pattern!r} for split {split!r} in "
                        f"{data_dir}: {found}")
@@ -117,7 +117,7 @@ def _file_format(path: str, fmt: str) -> str:
 def read_file(path: str, names: Sequence[str], fmt: str = "auto",
               label_column: int = -1) -> list[Example]:
   """Sentences of a CoNLL or CoNLL-U file; errors name the file, line and field at fault."""
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"tagging: file {path} not found (config field 'task.data_dir')")
   conllu = _file_format(path, fmt) == "conllu"
   index = {name: i for i, name in enumerate(names)}
@@ -136,42 +136,41 @@ def read_file(path: str, names: Sequence[str], fmt: str = "auto",
     words.clear()
     tags.clear()
 
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, start=1):
-      line = line.rstrip("\n").rstrip("\r")
-      if not line.strip():
-        flush()
+  for n, line in enumerate(fileio.read_text(path).split("\n"), start=1):  # not splitlines: U+2028
+    line = line.rstrip("\r")
+    if not line.strip():
+      flush()
+      continue
+    if conllu:
+      if line.startswith("#"):
         continue
-      if conllu:
-        if line.startswith("#"):
-          continue
-        fields = line.split("\t")
-        if len(fields) != 10:
-          raise ValueError(f"{path}:{n}: a CoNLL-U line needs 10 tab-separated fields, got "
-                           f"{len(fields)}")
-        if "-" in fields[0] or "." in fields[0]:  # multi-word token range / empty node
-          continue
-        word, column = fields[1], (_CONLLU_UPOS if label_column == -1 else label_column)
-      else:
-        fields = line.split()
-        if fields[0] == "-DOCSTART-":
-          continue
-        word, column = fields[0], label_column
-      if not words:
-        start = n
-      words.append(word)
-      if len(fields) == 1:
-        tags.append(None)
+      fields = line.split("\t")
+      if len(fields) != 10:
+        raise ValueError(f"{path}:{n}: a CoNLL-U line needs 10 tab-separated fields, got "
+                         f"{len(fields)}")
+      if "-" in fields[0] or "." in fields[0]:  # multi-word token range / empty node
         continue
-      try:
-        tag = fields[column]
-      except IndexError:
-        raise ValueError(f"{path}:{n}: no column {column} (config field 'task.label_column') "
-                         f"in {len(fields)} fields") from None
-      if tag not in index:
-        raise ValueError(f"{path}:{n}: tag {tag!r} is not in config field 'task.labels' "
-                         f"{list(names)}")
-      tags.append(index[tag])
+      word, column = fields[1], (_CONLLU_UPOS if label_column == -1 else label_column)
+    else:
+      fields = line.split()
+      if fields[0] == "-DOCSTART-":
+        continue
+      word, column = fields[0], label_column
+    if not words:
+      start = n
+    words.append(word)
+    if len(fields) == 1:
+      tags.append(None)
+      continue
+    try:
+      tag = fields[column]
+    except IndexError:
+      raise ValueError(f"{path}:{n}: no column {column} (config field 'task.label_column') "
+                       f"in {len(fields)} fields") from None
+    if tag not in index:
+      raise ValueError(f"{path}:{n}: tag {tag!r} is not in config field 'task.labels' "
+                       f"{list(names)}")
+    tags.append(index[tag])
   flush()
   return examples
 
@@ -346,14 +345,14 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   """`<split>_predictions.conll`: "word gold predicted" per line (the conlleval input format;
   "word predicted" for unlabelled splits), a blank line after each sentence."""
   names = labels(task)
-  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{split.name}_predictions.conll")
   examples, _ = split.meta
-  with open(path, "w", encoding="utf-8") as f:
-    for e, pred in zip(examples, predictions):
-      for i, (word, p) in enumerate(zip(e.words, pred)):
-        word = "_".join(word.split()) or "_"  # a column format: no spaces inside a word
-        gold = [] if e.labels is None else [names[e.labels[i]]]
-        f.write(" ".join([word, *gold, names[p]]) + "\n")
-      f.write("\n")
+  lines = []
+  for e, pred in zip(examples, predictions):
+    for i, (word, p) in enumerate(zip(e.words, pred)):
+      word = "_".join(word.split()) or "_"  # a column format: no spaces inside a word
+      gold = [] if e.labels is None else [names[e.labels[i]]]
+      lines.append(" ".join([word, *gold, names[p]]) + "\n")
+    lines.append("\n")
+  fileio.write_text(path, "".join(lines))
   return [path]
