@@ -20,7 +20,13 @@ import ml_collections
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_exact", "relu", "tanh", "silu")
 LAYER_SHARING = ("all", "attention", "ffn", "none")
 DTYPES = ("float32", "bfloat16", "float16")
-# `jax.checkpoint_policies` names exposed through `remat_policy` ("none" disables remat).
+# Residuals kept by the "matmul_and_layernorm_inputs" remat policy: the operands the backward
+# matmuls need and the LayerNorm inputs (tagged with `checkpoint_name` in modeling.py). LayerNorms,
+# GELU and the other elementwise work are recomputed, no matmul is.
+MATMUL_AND_LAYERNORM_INPUTS = ("query", "key", "value", "attention_probs", "context",
+                               "attention_residual", "ffn", "ffn_residual")
+# `jax.checkpoint_policies` names exposed through `remat_policy` ("none" disables remat), and
+# "matmul_and_layernorm_inputs" (above).
 REMAT_POLICIES = (
     "none",
     "nothing_saveable",
@@ -29,6 +35,7 @@ REMAT_POLICIES = (
     "checkpoint_dots",
     "dots_with_no_batch_dims_saveable",
     "checkpoint_dots_with_no_batch_dims",
+    "matmul_and_layernorm_inputs",
 )
 
 

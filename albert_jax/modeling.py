@@ -27,10 +27,11 @@ import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from albert_jax import heads
 from albert_jax.layers import activation, constrain, dense, layer_norm
-from albert_jax.model_config import ModelConfig
+from albert_jax.model_config import MATMUL_AND_LAYERNORM_INPUTS, ModelConfig
 
 Array = jax.Array
 
@@ -94,19 +95,21 @@ class AlbertAttention(nn.Module):
 
     def project(name):
       y = dense(cfg, cfg.hidden_size, ("hidden", "heads"), name, init_salt=self.init_salt)(x)
-      return y.reshape(y.shape[:-1] + (heads_, head_dim))
+      return checkpoint_name(y.reshape(y.shape[:-1] + (heads_, head_dim)), name)
 
     q, k, v = project("query"), project("key"), project("value")
     scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(head_dim)) + mask_bias
     probs = jax.nn.softmax(scores, axis=-1)
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-    context = jnp.einsum("bnqk,bknd->bqnd", probs.astype(cfg.dtype), v)
-    context = context.reshape(context.shape[:2] + (cfg.hidden_size,))
+    probs = checkpoint_name(probs.astype(cfg.dtype), "attention_probs")
+    context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    context = checkpoint_name(context.reshape(context.shape[:2] + (cfg.hidden_size,)), "context")
     out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
         context)
     out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic)
-    return layer_norm(cfg, "hidden", "LayerNorm")(out + x).astype(cfg.dtype)
+    out = checkpoint_name(out + x, "attention_residual")
+    return layer_norm(cfg, "hidden", "LayerNorm")(out).astype(cfg.dtype)
 
 
 class AlbertLayer(nn.Module):
@@ -127,11 +130,12 @@ class AlbertLayer(nn.Module):
     a = AlbertAttention(cfg, init_salt=salt("attention"), name="attention")(
         x, mask_bias, deterministic)
     h = dense(cfg, cfg.intermediate_size, ("hidden", "mlp"), "ffn", init_salt=salt("ffn"))(a)
-    h = activation(cfg.hidden_act)(h)
+    h = activation(cfg.hidden_act)(checkpoint_name(h, "ffn"))
     f = dense(cfg, cfg.hidden_size, ("mlp", "hidden"), "ffn_output",
               init_salt=salt("ffn_output"))(h)
     f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
-    out = layer_norm(cfg, "hidden", "full_layer_layer_norm")(f + a).astype(cfg.dtype)
+    f = checkpoint_name(f + a, "ffn_residual")
+    out = layer_norm(cfg, "hidden", "full_layer_layer_norm")(f).astype(cfg.dtype)
     return constrain(out, ("act_batch", "act_len", "act_hidden"))
 
 
@@ -171,9 +175,12 @@ def _split_shared(shared_keys):
 
 
 def _remat(module_cls, policy: str):
+  if policy == "matmul_and_layernorm_inputs":
+    saveable = jax.checkpoint_policies.save_only_these_names(*MATMUL_AND_LAYERNORM_INPUTS)
+  else:
+    saveable = getattr(jax.checkpoint_policies, policy)
   # static_argnums counts self: (self, x, mask_bias, deterministic, steps).
-  return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,),
-                  policy=getattr(jax.checkpoint_policies, policy))
+  return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,), policy=saveable)
 
 
 def _depth_scan(cfg: ModelConfig, length: int):

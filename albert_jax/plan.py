@@ -52,7 +52,7 @@ GiB = tpu_specs.GiB
 # Remat policies by how much they recompute; aliases share a rank.
 REMAT_RANK = {"none": 0, "everything_saveable": 0, "dots_saveable": 1, "checkpoint_dots": 1,
               "dots_with_no_batch_dims_saveable": 2, "checkpoint_dots_with_no_batch_dims": 2,
-              "nothing_saveable": 3}
+              "matmul_and_layernorm_inputs": 1, "nothing_saveable": 3}
 REMAT_LADDER = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
 _OOM = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\) exceeds available HBM "
                   r"\(([0-9.]+)([KMGT]?)\)")

@@ -119,11 +119,13 @@ def test_unshared_layers_start_different_and_shared_groups_differ():
   assert abs(float(jnp.std(ffn)) - 0.02 * 0.88) < 0.004  # truncated normal(0.02) at +-2 sigma
 
 
-def test_remat_and_dropout():
-  cfg = dict(BASE, num_hidden_layers=3, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+@pytest.mark.parametrize("policy", ["nothing_saveable", "matmul_and_layernorm_inputs"])
+def test_remat_and_dropout(policy):
+  cfg = dict(BASE, num_hidden_layers=3, inner_group_num=2, hidden_dropout_prob=0.1,
+             attention_probs_dropout_prob=0.1)
   ids, mask, types = make_inputs()
   plain = modeling.AlbertForPreTraining(cfg)
-  remat = modeling.AlbertForPreTraining(dict(cfg, remat_policy="nothing_saveable"))
+  remat = modeling.AlbertForPreTraining(dict(cfg, remat_policy=policy))
   params = plain.init(jax.random.PRNGKey(0), ids)["params"]
 
   def loss(model, p, rng):

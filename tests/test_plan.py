@@ -151,3 +151,8 @@ def _tiny_config():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config("size=tiny")
+
+
+def test_every_remat_policy_has_a_rank():
+  from albert_jax.model_config import REMAT_POLICIES  # pylint: disable=g-import-not-at-top
+  assert set(plan.REMAT_RANK) == set(REMAT_POLICIES)
