@@ -14,7 +14,9 @@ e.g. configs/demo.py); a Hugging Face directory; or an official TF checkpoint (w
 --albert_config). The task of a fine-tuned checkpoint comes from `best/task.json` (written by
 albert_jax.finetune), the workdir's metrics.json, or --config=<the fine-tuning config>. The
 SentencePiece model comes from --spm_model, the task, the pretraining config or the usual files
-beside the checkpoint (data/spm.model, spiece.model, 30k-clean.model).
+beside the checkpoint (data/spm.model, spiece.model, 30k-clean.model). Our checkpoints and
+workdirs, the SentencePiece model and --input may be in a bucket (gs://...); Hugging Face and
+official TF checkpoints are read from local disk.
 
 Input: the arguments after the mode, else --input=FILE ("-" = stdin), else stdin; one example per
 line (blank lines skipped). A line is plain text or a JSON object: fill-mask {"text"}; classify
@@ -46,6 +48,7 @@ import numpy as np
 
 from albert_jax import config_utils
 from albert_jax import convert
+from albert_jax import fileio
 from albert_jax import finetune
 from albert_jax import modeling
 from albert_jax import seqeval_metrics
@@ -107,10 +110,7 @@ def load_config_file(spec: str, overrides: Sequence[str] = ()) -> ml_collections
 
 
 def _read_json(path: str) -> Optional[dict]:
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return fileio.read_json(path) if fileio.isfile(path) else None
 
 
 def _find_task(directory: str, config) -> Optional[ml_collections.ConfigDict]:
@@ -130,7 +130,7 @@ def _find_spm(spm_model: str, task, config, directory: str) -> str:
   candidates += [os.path.join(d, name) for d in (directory, os.path.dirname(directory))
                  for name in _SPM_NEAR]
   for path in filter(None, candidates):
-    if os.path.isfile(path):
+    if fileio.isfile(path):
       return path
   raise InputError(f"no SentencePiece model found for {directory}: pass --spm_model (the model "
                    "the checkpoint was trained with, e.g. 30k-clean.model or spiece.model)")
@@ -142,13 +142,13 @@ def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig],
   if config_json is not None:  # convert.save_checkpoint / a fine-tuning best/
     return ModelConfig.from_any(config_json), convert.restore_tree(os.path.join(path, "params"))
   steps_dir = os.path.join(path, "checkpoints")
-  if os.path.isdir(steps_dir):  # a training workdir: its latest train state
-    steps = sorted(int(d) for d in os.listdir(steps_dir) if d.isdigit())
+  if fileio.isdir(steps_dir):  # a training workdir: its latest train state
+    steps = sorted(int(d) for d in fileio.listdir(steps_dir) if d.isdigit())
     if not steps:
       raise InputError(f"--checkpoint: {steps_dir} holds no checkpoint")
     return None, convert.restore_tree(os.path.join(steps_dir, str(steps[-1]), "state"))["params"]
-  if not (os.path.isfile(os.path.join(path, "config.json")) or os.path.exists(path + ".index")
-          or os.path.isdir(os.path.join(path, "variables"))):
+  if not (fileio.isfile(os.path.join(path, "config.json")) or fileio.exists(path + ".index")
+          or fileio.isdir(os.path.join(path, "variables"))):
     raise InputError(f"--checkpoint {path}: not an albert_jax checkpoint (model_config.json), a "
                      "training workdir (checkpoints/), a Hugging Face directory (config.json) or "
                      "an official TF checkpoint (PREFIX.index, TF-Hub variables/)")
@@ -163,13 +163,14 @@ def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig],
 def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_model: str = "",
          albert_config: str = "", do_lower_case: Optional[bool] = None) -> Loaded:
   """A checkpoint of any supported kind (see the module docstring), with its tokenizer."""
-  if not os.path.exists(path) and not os.path.exists(path + ".index"):
+  path = fileio.absolute(path)  # local or a bucket (gs://): orbax wants absolute paths
+  if not fileio.exists(path) and not fileio.exists(path + ".index"):
     raise InputError(f"--checkpoint {path!r} does not exist")
   best = os.path.join(path, "best")
-  if os.path.isfile(os.path.join(best, "model_config.json")):
+  if fileio.isfile(os.path.join(best, "model_config.json")):
     path = best  # a fine-tuning workdir: its best checkpoint
   source_cfg, params = _read_weights(path, albert_config)
-  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  directory = path if fileio.isdir(path) else os.path.dirname(path)
   if source_cfg is None:  # a training workdir: its config gives the architecture
     if config is None:
       raise InputError(f"--checkpoint {path} is a training workdir without a saved model config: "
@@ -479,10 +480,9 @@ def read_inputs(texts: Sequence[str], input_file: str) -> list[tuple[str, str]]:
   if texts:
     return [(f"argument {i + 1}", t) for i, t in enumerate(texts)]
   if input_file and input_file != "-":
-    if not os.path.isfile(input_file):
+    if not fileio.isfile(input_file):
       raise InputError(f"--input file {input_file!r} not found")
-    with open(input_file, encoding="utf-8") as f:
-      lines = f.read().splitlines()
+    lines = fileio.read_text(input_file).splitlines()
     name = input_file
   elif input_file == "-" or not sys.stdin.isatty():
     lines, name = sys.stdin.read().splitlines(), "stdin"

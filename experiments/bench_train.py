@@ -22,7 +22,6 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
 from albert_jax import metrics, partitioning, pretrain, trainer
@@ -30,18 +29,6 @@ from albert_jax import metrics, partitioning, pretrain, trainer
 _CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
 _DEPTHS = flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
-
-
-def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  b, s = config.training.global_batch_size, config.data.max_seq_length
-  p = config.data.max_predictions_per_seq
-  return {"input_ids": rng.integers(5, config.model.vocab_size, (b, s), dtype=np.int32),
-          "input_mask": np.ones((b, s), np.int32), "segment_ids": np.zeros((b, s), np.int32),
-          "masked_lm_positions": rng.integers(1, s, (b, p), dtype=np.int32),
-          "masked_lm_ids": rng.integers(5, config.model.vocab_size, (b, p), dtype=np.int32),
-          "masked_lm_weights": np.ones((b, p), np.float32),
-          "next_sentence_labels": rng.integers(0, 2, (b,), dtype=np.int32)}
 
 
 def measured_matmul_peak(n: int = 4096, dtype=jnp.float32, repeats: int = 5) -> float:
@@ -73,7 +60,8 @@ def compile_job(config):
 def seconds_per_step(config, job, compiled, steps: int) -> float:
   """Mean wall time of `steps` compiled steps on synthetic batches, after one warm-up step."""
   state, _ = job.create_state()
-  batches = [partitioning.global_batch(synthetic_batch(config, i), job.mesh) for i in range(2)]
+  batches = [partitioning.global_batch(pretrain.synthetic_batch(config, i), job.mesh)
+             for i in range(2)]
   state, m = compiled(state, batches[0], job.rng)
   jax.block_until_ready(m)
   start = time.perf_counter()

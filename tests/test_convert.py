@@ -1,14 +1,13 @@
 """Checkpoint import/export: official TF1 names, HF layouts, strictness, our own format, CLI."""
 
 import os
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from albert_jax import convert, modeling
+from albert_jax import convert
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from albert_jax import config_utils
+from albert_jax import pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pretrain_config = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")
@@ -40,15 +41,5 @@ def tiny_config(train_files: str = "", **training):
 
 
 def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
-  """A random global batch with the official feature names and a few padded predictions."""
-  rng = np.random.default_rng(seed)
-  b, s = config.training.global_batch_size, config.data.max_seq_length
-  p = config.data.max_predictions_per_seq
-  weights = (rng.random((b, p)) < 0.8).astype(np.float32)
-  return {"input_ids": rng.integers(5, config.model.vocab_size, (b, s)).astype(np.int32),
-          "input_mask": np.ones((b, s), np.int32),
-          "segment_ids": (np.arange(s)[None] > s // 2).astype(np.int32).repeat(b, 0),
-          "masked_lm_positions": rng.integers(1, s, (b, p)).astype(np.int32),
-          "masked_lm_ids": rng.integers(5, config.model.vocab_size, (b, p)).astype(np.int32),
-          "masked_lm_weights": weights,
-          "next_sentence_labels": rng.integers(0, 2, (b,)).astype(np.int32)}
+  """A random global batch with the official feature names and about 20% padded predictions."""
+  return pretrain.synthetic_batch(config, seed, padded_predictions=0.2)
