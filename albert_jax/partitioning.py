@@ -52,9 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def create_mesh(mesh_shape: Mapping[str, int], devices: Optional[Sequence[Any]] = None) -> Mesh:
-  """A mesh over (data, fsdp, tensor) from `config.partitioning.mesh`; one size may be -1."""
-  devices = list(jax.devices() if devices is None else devices)
+def mesh_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """`config.partitioning.mesh` over `num_devices` devices, its -1 resolved, checked."""
   unknown = set(mesh_shape) - set(MESH_AXES)
   if unknown:
     raise ValueError(f"config field 'partitioning.mesh' has unknown axes {sorted(unknown)}; "
@@ -65,16 +64,39 @@ def create_mesh(mesh_shape: Mapping[str, int], devices: Optional[Sequence[Any]] 
                      "positive, with at most one -1")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if len(devices) % known:
+    if num_devices % known:
       raise ValueError(f"config field 'partitioning.mesh'={dict(mesh_shape)} does not divide "
-                       f"the {len(devices)} devices")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
+                       f"the {num_devices} devices")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
     raise ValueError(f"config field 'partitioning.mesh'={dict(mesh_shape)} needs "
-                     f"{math.prod(sizes)} devices, but {len(devices)} are available")
+                     f"{math.prod(sizes)} devices, but {num_devices} are available")
+  return dict(zip(MESH_AXES, sizes))
+
+
+def create_mesh(mesh_shape: Mapping[str, int], devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A mesh over (data, fsdp, tensor) from `config.partitioning.mesh`; one size may be -1.
+
+  On several TPU slices (devices with distinct `slice_index`, joined by the data-center network)
+  only the data axis crosses slices: each slice holds data/num_slices x fsdp x tensor devices, so
+  FSDP all-gathers and tensor-parallel collectives stay on the fast inter-chip links and only the
+  gradient all-reduce goes over the network (MaxText's hybrid mesh).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = mesh_sizes(mesh_shape, len(devices))
   # Auto axes: Flax linen's logical constraints assert under Explicit mesh axes.
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if num_slices == 1:
+    return jax.make_mesh(tuple(sizes.values()), MESH_AXES, axis_types=axis_types,
+                         devices=devices)
+  if sizes["data"] % num_slices:
+    raise ValueError(f"config field 'partitioning.mesh': data={sizes['data']} is not a multiple "
+                     f"of the {num_slices} slices (the data axis is the one split across slices)")
+  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+  ici = (sizes["data"] // num_slices, sizes["fsdp"], sizes["tensor"])
+  grid = mesh_utils.create_hybrid_device_mesh(ici, (num_slices, 1, 1), devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def rules_tuple(rules: Any) -> tuple[tuple[str, Any], ...]:

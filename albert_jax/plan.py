@@ -112,47 +112,15 @@ def topology_devices(topology: str,
   return spec, list(desc.devices)
 
 
-def resolve_mesh(mesh_shape, num_devices: int) -> dict[str, int]:
-  """`partitioning.mesh` with its -1 resolved, as partitioning.create_mesh resolves it."""
-  sizes = {a: int(mesh_shape.get(a, 1)) for a in partitioning.MESH_AXES}
-  known = math.prod(s for s in sizes.values() if s != -1)
-  for axis, size in sizes.items():
-    if size == -1 and num_devices % known == 0:
-      sizes[axis] = num_devices // known
-  if math.prod(sizes.values()) != num_devices:
-    raise PlanError(f"config field 'partitioning.mesh'={dict(mesh_shape)} does not fit the "
-                    f"{num_devices} devices of the topology")
-  return sizes
-
-
-def multislice_mesh(mesh_shape, devices: Sequence[Any], num_slices: int):
-  """The data axis across slices (DCN), fsdp/tensor and the rest of data inside each (ICI).
-
-  Training's `partitioning.create_mesh` uses `jax.make_mesh`, which refuses multi-slice device
-  lists in this jax; this is the layout a multi-slice run needs (MaxText's hybrid mesh).
-  """
-  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
-  sizes = resolve_mesh(mesh_shape, len(devices))
-  if sizes["data"] % num_slices:
-    raise PlanError(f"config field 'partitioning.mesh.data'={sizes['data']} must be a multiple "
-                    f"of --num_slices={num_slices}: the data axis is the one split across slices")
-  ici = (sizes["data"] // num_slices, sizes["fsdp"], sizes["tensor"])
-  grid = mesh_utils.create_hybrid_device_mesh(ici, (num_slices, 1, 1), devices)
-  axis_types = (jax.sharding.AxisType.Auto,) * len(partitioning.MESH_AXES)
-  return jax.sharding.Mesh(grid, partitioning.MESH_AXES, axis_types=axis_types)
-
-
-def make_job(config: ml_collections.ConfigDict, devices: Sequence[Any],
-             num_slices: int) -> pretrain.Job:
-  """The training Job on the topology's devices (multi-slice: with the hybrid mesh)."""
-  if num_slices == 1:
+def make_job(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> pretrain.Job:
+  """The training Job on the topology's devices (several slices: the hybrid mesh of
+  partitioning.create_mesh); a mesh that cannot work is a PlanError naming the field."""
+  try:
     return pretrain.build_job(config, devices)
-  mesh = multislice_mesh(config.partitioning.mesh, devices, num_slices)
-  # build_job's mesh is its only device-dependent part: build on one slice, then swap the mesh.
-  single = with_overrides(config, {"partitioning.mesh.data": -1, "partitioning.mesh.fsdp": 1,
-                                   "partitioning.mesh.tensor": 1})
-  first_slice = [d for d in devices if getattr(d, "slice_index", 0) == 0]
-  return dataclasses.replace(pretrain.build_job(single, first_slice), mesh=mesh, config=config)
+  except ValueError as e:
+    if "partitioning.mesh" in str(e):
+      raise PlanError(str(e)) from None
+    raise
 
 
 def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
@@ -203,14 +171,14 @@ class Attempt:
     return " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
 
 
-def compile_attempt(config, overrides: dict[str, Any], devices, num_slices: int,
+def compile_attempt(config, overrides: dict[str, Any], devices,
                     spec: tpu_specs.TpuSpec) -> Attempt:
   """Builds the Job for `config` + `overrides`, compiles its train step, measures it."""
   cfg = with_overrides(config, overrides)
   if cfg.data.max_seq_length > cfg.model.max_position_embeddings:
     raise PlanError(f"config field 'data.max_seq_length'={cfg.data.max_seq_length} exceeds "
                     f"'model.max_position_embeddings'={cfg.model.max_position_embeddings}")
-  job = make_job(cfg, devices, num_slices)
+  job = make_job(cfg, devices)
   check_batch(cfg, job.mesh, len({d.process_index for d in devices}))
   attempt = Attempt(overrides=dict(overrides), mesh=dict(job.mesh.shape))
   abstract, shardings = job.abstract_state()
@@ -312,13 +280,13 @@ def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, 
   if not 0 < mfu <= 1:
     raise PlanError(f"--mfu={mfu} must be in (0, 1]")
   spec, devices = topology_devices(topology, num_slices)
-  first = compile_attempt(config, {}, devices, num_slices, spec)
+  first = compile_attempt(config, {}, devices, spec)
   attempts = [first]
   if not first.fits:
     for overrides in variants(config, first.mesh, num_slices):
       if len(attempts) > max_variants:
         break
-      attempts.append(compile_attempt(config, overrides, devices, num_slices, spec))
+      attempts.append(compile_attempt(config, overrides, devices, spec))
       if attempts[-1].fits:
         break
   model = ModelConfig.from_any(config.model)
@@ -418,8 +386,8 @@ def report(p: Plan) -> str:
     lines.append(f"  note: model.dtype={c.model.dtype}: TPUs run float32 matmuls at a fraction "
                  "of the bf16 peak; use --config.model.dtype=bfloat16")
   if p.num_slices > 1:
-    lines.append("  note: the data axis spans the slices (hybrid mesh built here); training's "
-                 "partitioning.create_mesh does not build multi-slice meshes yet")
+    lines.append("  note: the data axis spans the slices (partitioning.create_mesh's hybrid mesh, "
+                 "as in training)")
   return "\n".join(lines)
 
 

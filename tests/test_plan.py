@@ -8,10 +8,12 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
 from albert_jax import metrics
+from albert_jax import partitioning
 from albert_jax import plan
 from albert_jax import tpu_specs
 
@@ -66,11 +68,20 @@ def test_multislice_puts_the_data_axis_across_slices():
   assert "the data axis spans the slices" in result.stdout
 
 
+@needs_libtpu
+def test_training_mesh_keeps_fsdp_inside_a_slice():
+  _, devices = plan.topology_devices("v5e:2x2", num_slices=2)
+  mesh = partitioning.create_mesh({"data": 2, "fsdp": -1, "tensor": 1}, devices)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert [{d.slice_index for d in mesh.devices[i].flat} for i in range(2)] == [{0}, {1}]
+
+
 def test_multislice_mesh_needs_a_data_axis_per_slice():
-  # Checked before any device is touched, so stand-in devices do.
-  with pytest.raises(plan.PlanError, match=r"'partitioning.mesh.data'=1 must be a multiple of "
-                     r"--num_slices=2"):
-    plan.multislice_mesh({"data": 1, "fsdp": -1, "tensor": 1}, [object()] * 8, num_slices=2)
+  # Checked before any device is touched, so stand-in devices of 2 slices do.
+  devices = [types.SimpleNamespace(slice_index=i // 4) for i in range(8)]
+  with pytest.raises(ValueError, match=r"'partitioning.mesh': data=1 is not a multiple of the 2 "
+                     r"slices"):
+    partitioning.create_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices)
 
 
 @needs_libtpu
