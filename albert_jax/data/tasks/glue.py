@@ -297,8 +297,7 @@ def _prediction_text(spec: GlueTask, pred: Any) -> str:
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predictions: list,
                   out_dir: str) -> list[str]:
   """The GLUE submission file of a test split (e.g. MNLI-m.tsv, AX.tsv: "index<TAB>prediction"),
-  else
-  `<split>_predictions.tsv` with the labels beside the predictions."""
+  else `<split>_predictions.tsv` with the labels beside the predictions."""
   spec = get_task(task.name)
   submission = (spec.submission or {}).get(split.name)
   if submission:
