@@ -66,6 +66,20 @@ def test_meshes_give_single_device_losses(devices, reference, mesh):
   assert adam_m["attention"]["query"]["kernel"].sharding == query.sharding
 
 
+@pytest.mark.parametrize("model", [dict(remat_policy="matmul_and_layernorm_inputs"),
+                                   dict(remat_policy="nothing_saveable", remat_scan_blocks=2)],
+                         ids=["named_residuals", "remat_blocks"])
+def test_remat_on_a_mesh_gives_single_device_losses(devices, reference, model):
+  config, batches, ref_losses, ref_params = reference
+  config = config.copy_and_resolve_references()
+  config.partitioning.mesh = {"data": 2, "fsdp": 2, "tensor": 2}
+  config.model.update(model)
+  losses, state = run_steps(config, devices, batches)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               jax.device_get(state.params), ref_params)
+
+
 def test_gradient_accumulation_equals_large_batch(devices, reference):
   config, batches, ref_losses, ref_params = reference
   config = config.copy_and_resolve_references()
