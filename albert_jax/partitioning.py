@@ -52,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def mesh_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
+def _mesh_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
   """`config.partitioning.mesh` over `num_devices` devices, its -1 resolved, checked."""
   unknown = set(mesh_shape) - set(MESH_AXES)
   if unknown:
@@ -83,7 +83,7 @@ def create_mesh(mesh_shape: Mapping[str, int], devices: Optional[Sequence[Any]] 
   gradient all-reduce goes over the network (MaxText's hybrid mesh).
   """
   devices = list(jax.devices() if devices is None else devices)
-  sizes = mesh_sizes(mesh_shape, len(devices))
+  sizes = _mesh_sizes(mesh_shape, len(devices))
   # Auto axes: Flax linen's logical constraints assert under Explicit mesh axes.
   axis_types = (AxisType.Auto,) * len(MESH_AXES)
   num_slices = len({getattr(d, "slice_index", 0) for d in devices})
