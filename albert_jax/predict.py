@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import sys
 from typing import Any, Optional, Sequence
@@ -46,10 +45,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from albert_jax import config_utils
-from albert_jax import convert
 from albert_jax import fileio
 from albert_jax import finetune
+from albert_jax.predict_loading import InputError, Loaded, load, load_config_file
 from albert_jax import modeling
 from albert_jax import seqeval_metrics
 from albert_jax import squad_postprocess
@@ -57,137 +55,11 @@ from albert_jax import warm_start
 from albert_jax.data import tasks as tasks_lib
 from albert_jax.data import tokenization
 from albert_jax.data.tasks import glue, race, squad, tagging
-from albert_jax.model_config import ModelConfig
 
 # Mode -> the task family it needs (None: the pretraining MLM head).
 MODES = {"fill-mask": None, "classify": "glue", "qa": "squad", "tag": "tagging", "choice": "race"}
 _MODE_OF = {family: mode for mode, family in MODES.items() if family}
 _MASK = re.compile(re.escape(tokenization.MASK))
-_SPM_NEAR = ("data/spm.model", "spm.model", "spiece.model", "30k-clean.model")
-
-
-class InputError(ValueError):
-  """A bad example or checkpoint, reported as one clear line by the command line."""
-
-
-@dataclasses.dataclass
-class Loaded:
-  """A checkpoint ready to predict: weights, architecture, task and tokenizer."""
-
-  path: str
-  model_config: ModelConfig
-  params: dict
-  task: Optional[ml_collections.ConfigDict]   # None: not a fine-tuned checkpoint
-  tokenizer: tokenization.SentencePieceTokenizer
-  best_metrics: dict                          # best_step.json metrics (SQuAD v2 threshold)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading.
-# ----------------------------------------------------------------------------------------------
-
-
-def load_config_file(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """`FILE[:ARG]` -> its get_config(ARG), with "dotted.field=json" overrides applied."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise InputError(f"--config: config file {path!r} not found")
-  module = config_utils.load_sibling(path, os.path.splitext(os.path.basename(path))[0])
-  config = module.get_config(arg or None)
-  for item in overrides:
-    key, eq, value = item.partition("=")
-    if not eq:
-      raise InputError(f"--set {item!r}: expected dotted.field=value")
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    try:
-      node[leaf] = json.loads(value)
-    except json.JSONDecodeError:
-      node[leaf] = value  # a bare string
-  return config
-
-
-def _read_json(path: str) -> Optional[dict]:
-  return fileio.read_json(path) if fileio.isfile(path) else None
-
-
-def _find_task(directory: str, config) -> Optional[ml_collections.ConfigDict]:
-  saved = _read_json(os.path.join(directory, "task.json"))
-  for d in (directory, os.path.dirname(directory)):  # else the run's metrics.json (its config)
-    metrics = _read_json(os.path.join(d, "metrics.json")) if saved is None else None
-    if metrics and "task" in metrics.get("config", {}):
-      saved = {"task": metrics["config"]["task"]}
-  if saved is None and config is not None and "task" in config:
-    saved = {"task": config.task.to_dict()}
-  return ml_collections.ConfigDict(saved["task"]) if saved else None
-
-
-def _find_spm(spm_model: str, task, config, directory: str) -> str:
-  candidates = [spm_model, task.get("spm_model") if task else None,
-                config.get("data", {}).get("spm_model") if config is not None else None]
-  candidates += [os.path.join(d, name) for d in (directory, os.path.dirname(directory))
-                 for name in _SPM_NEAR]
-  for path in filter(None, candidates):
-    if fileio.isfile(path):
-      return path
-  raise InputError(f"no SentencePiece model found for {directory}: pass --spm_model (the model "
-                   "the checkpoint was trained with, e.g. 30k-clean.model or spiece.model)")
-
-
-def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig], dict]:
-  """(model config or None for a training workdir, parameters) of any checkpoint kind."""
-  config_json = _read_json(os.path.join(path, "model_config.json"))
-  if config_json is not None:  # convert.save_checkpoint / a fine-tuning best/
-    return ModelConfig.from_any(config_json), convert.restore_tree(os.path.join(path, "params"))
-  steps_dir = os.path.join(path, "checkpoints")
-  if fileio.isdir(steps_dir):  # a training workdir: its latest train state
-    steps = sorted(int(d) for d in fileio.listdir(steps_dir) if d.isdigit())
-    if not steps:
-      raise InputError(f"--checkpoint: {steps_dir} holds no checkpoint")
-    return None, convert.restore_tree(os.path.join(steps_dir, str(steps[-1]), "state"))["params"]
-  if not (fileio.isfile(os.path.join(path, "config.json")) or fileio.exists(path + ".index")
-          or fileio.isdir(os.path.join(path, "variables"))):
-    raise InputError(f"--checkpoint {path}: not an albert_jax checkpoint (model_config.json), a "
-                     "training workdir (checkpoints/), a Hugging Face directory (config.json) or "
-                     "an official TF checkpoint (PREFIX.index, TF-Hub variables/)")
-  init_from = ml_collections.ConfigDict(dict(warm_start.default_config().to_dict(),
-                                             path=path, albert_config=albert_config))
-  try:  # Hugging Face or official TF (absent heads are initialized, with a warning)
-    return warm_start.read_source(init_from)
-  except (FileNotFoundError, ValueError) as e:
-    raise InputError(f"--checkpoint: {e}") from None
-
-
-def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_model: str = "",
-         albert_config: str = "", do_lower_case: Optional[bool] = None) -> Loaded:
-  """A checkpoint of any supported kind (see the module docstring), with its tokenizer."""
-  path = fileio.absolute(path)  # local or a bucket (gs://): orbax wants absolute paths
-  if not fileio.exists(path) and not fileio.exists(path + ".index"):
-    raise InputError(f"--checkpoint {path!r} does not exist")
-  best = os.path.join(path, "best")
-  if fileio.isfile(os.path.join(best, "model_config.json")):
-    path = best  # a fine-tuning workdir: its best checkpoint
-  source_cfg, params = _read_weights(path, albert_config)
-  directory = path if fileio.isdir(path) else os.path.dirname(path)
-  if source_cfg is None:  # a training workdir: its config gives the architecture
-    if config is None:
-      raise InputError(f"--checkpoint {path} is a training workdir without a saved model config: "
-                       "pass --config=<the run's config file> (e.g. configs/demo.py)")
-    source_cfg = ModelConfig.from_any(config.model)
-  task = _find_task(directory, config)
-  if do_lower_case is None:
-    do_lower_case = bool(task.get("do_lower_case", True)) if task else bool(
-        (config.get("data", {}) if config is not None else {}).get("do_lower_case", True))
-  tokenizer = tokenization.SentencePieceTokenizer(
-      _find_spm(spm_model, task, config, directory), do_lower_case=do_lower_case)
-  if tokenizer.vocab_size != source_cfg.vocab_size:
-    raise InputError(f"vocabulary mismatch: the SentencePiece model {tokenizer.model_file} has "
-                     f"{tokenizer.vocab_size} pieces but the checkpoint {path} has vocab_size "
-                     f"{source_cfg.vocab_size}; pass the checkpoint's --spm_model")
-  best_step = _read_json(os.path.join(directory, "best_step.json")) or {}
-  return Loaded(path, source_cfg, params, task, tokenizer, best_step.get("metrics", {}))
 
 
 def _fit(params: dict, model: nn.Module, init_ids: jax.Array, what: str) -> dict:
