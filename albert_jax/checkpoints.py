@@ -22,13 +22,15 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
+from albert_jax import fileio
+
 
 class Checkpointer:
   """Periodic async saves with keep-K, resume with fallback, reader positions beside each step."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int):
     # tf.io.gfile: workdirs may be buckets (gs://...) on TPU pods.
-    self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
+    self.workdir = fileio.absolute(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     self.positions = os.path.join(self.workdir, "data_positions")
     self.every_steps = every_steps
