@@ -93,9 +93,9 @@ def _find_spm(spm_model: str, task, config, directory: str) -> str:
 
 def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig], dict]:
   """(model config or None for a training workdir, parameters) of any checkpoint kind."""
-  config_json = _read_json(os.path.join(path, "model_config.json"))
-  if config_json is not None:  # convert.save_checkpoint / a fine-tuning best/
-    return ModelConfig.from_any(config_json), convert.restore_tree(os.path.join(path, "params"))
+  if fileio.isfile(os.path.join(path, "model_config.json")):  # save_checkpoint / a best/
+    model_config, params = convert.load_checkpoint(path)
+    return ModelConfig.from_any(model_config), params
   steps_dir = os.path.join(path, "checkpoints")
   if fileio.isdir(steps_dir):  # a training workdir: its latest train state
     steps = sorted(int(d) for d in fileio.listdir(steps_dir) if d.isdigit())
