@@ -21,7 +21,7 @@ not depend on L, so a shallow checkpoint initializes a deeper model (the paper's
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 from flax import traverse_util
@@ -82,6 +82,20 @@ class AlbertEmbeddings(nn.Module):
     return self.word_embeddings.attend(x)
 
 
+def attention_core(q: Array, k: Array, v: Array, mask_bias: Array,
+                   dropout: Callable[[Array], Array], dtype: Any) -> Array:
+  """Scaled dot-product attention of [B, T, heads, head_dim] q, k, v -> context of the same shape.
+
+  Scores and softmax in float32 with the additive `mask_bias` [B, 1, 1, T]; `dropout` acts on the
+  probabilities, which are then cast to the compute `dtype`.
+  """
+  scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+  scores = scores / jnp.sqrt(jnp.float32(q.shape[-1])) + mask_bias
+  probs = dropout(jax.nn.softmax(scores, axis=-1))
+  probs = checkpoint_name(probs.astype(dtype), "attention_probs")
+  return jnp.einsum("bnqk,bknd->bqnd", probs, v)
+
+
 class AlbertAttention(nn.Module):
   """Multi-head self-attention with output dense, dropout, residual and post-LayerNorm."""
 
@@ -97,13 +111,9 @@ class AlbertAttention(nn.Module):
       y = dense(cfg, cfg.hidden_size, ("hidden", "heads"), name, init_salt=self.init_salt)(x)
       return checkpoint_name(y.reshape(y.shape[:-1] + (heads_, head_dim)), name)
 
-    q, k, v = project("query"), project("key"), project("value")
-    scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(head_dim)) + mask_bias
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-    probs = checkpoint_name(probs.astype(cfg.dtype), "attention_probs")
-    context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+    context = attention_core(project("query"), project("key"), project("value"), mask_bias,
+                             lambda probs: dropout(probs, deterministic=deterministic), cfg.dtype)
     context = checkpoint_name(context.reshape(context.shape[:2] + (cfg.hidden_size,)), "context")
     out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
         context)

@@ -94,3 +94,33 @@ def test_speedup_smoke():
                        cwd=REPO, capture_output=True, text=True, env=ENV)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| bert_large |" in out.stdout and "| 1.00x | 1.0x |" in out.stdout
+
+
+def test_bench_train_speed_breakdown_on_a_two_device_mesh():
+  out = subprocess.run([sys.executable, "experiments/bench_train.py", "speed",
+                        "--config=configs/pretrain.py:size=base,runlocal", "--steps=1",
+                        "--breakdown"], cwd=REPO, capture_output=True, text=True,
+                       env=dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "device: cpu x2" in out.stdout and "-> MFU" in out.stdout
+  for part in ("train step", "forward + backward", "| forward |", "dense matmuls alone",
+               "attention core alone"):
+    assert part in out.stdout, out.stdout
+
+
+def test_bench_train_parts_count_the_encoders_flops():
+  import bench_train  # pylint: disable=g-import-not-at-top
+  from albert_jax import metrics  # pylint: disable=g-import-not-at-top
+  from albert_jax.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+
+  def model(layers):
+    return ModelConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=layers,
+                       num_attention_heads=2, intermediate_size=24, max_position_embeddings=16)
+
+  batch, seq = 2, 8
+  _, _, dense = bench_train.dense_matmuls_alone(model(3), batch * seq)
+  grad_fn, args, attention = bench_train.attention_core_alone(model(3), batch, seq)
+  per_layer = (metrics.pretraining_flops_per_example(model(3), seq, 3)
+               - metrics.pretraining_flops_per_example(model(2), seq, 3))
+  assert dense + attention == batch * 3 * per_layer
+  assert grad_fn(*args).shape == (batch, seq, 2, 8)
