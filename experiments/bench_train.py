@@ -19,18 +19,21 @@ the CPU the matmul throughput measured in the same run (the fastest of a few lar
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from albert_jax import metrics, modeling, partitioning, pretrain, trainer
-from albert_jax.model_config import ModelConfig
+from albert_jax import metrics, partitioning, pretrain, trainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import step_parts  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
@@ -48,19 +51,8 @@ def measured_matmul_peak(sizes: Sequence[int] = (1024, 2048, 4096), dtype=jnp.fl
   matmul runs at about 470 GFLOP/s and a 4096^2 one at about 390.
   """
   dot = jax.jit(lambda x: x @ x)
-  return max(2 * n ** 3 / best_seconds(dot, jnp.ones((n, n), dtype), repeats=repeats)
-             for n in sizes)
-
-
-def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 3) -> float:
-  """Best wall time of `fn(*args)` over `repeats` calls, after one warm-up (compiling) call."""
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
+  seconds = lambda n: step_parts.best_seconds(dot, jnp.ones((n, n), dtype), repeats=repeats)
+  return max(2 * n ** 3 / seconds(n) for n in sizes)
 
 
 def compile_job(config):
@@ -90,87 +82,26 @@ def seconds_per_step(config, job, compiled, steps: int) -> float:
   return (time.perf_counter() - start) / steps
 
 
-def loss_seconds(config, job) -> dict[str, float]:
-  """Best seconds of the pretraining loss's forward pass and of its forward + backward (the step
-  without the optimizer update), with the step's parameters, batch, dropout and mesh."""
-  state, _ = job.create_state()
-  batch = partitioning.global_batch(pretrain.synthetic_batch(config, 0), job.mesh)
-  objective = job.objective
-
-  def loss(params, batch, rng):
-    outputs = objective.forward(params, batch, rng, False)
-    return objective.loss_and_sums(outputs, batch, objective.normalizers(batch))[0]
-
-  with jax.set_mesh(job.mesh), nn.logical_axis_rules(partitioning.rules_tuple(job.rules)):
-    return {"forward": best_seconds(jax.jit(loss), state.params, batch, job.rng),
-            "forward + backward": best_seconds(jax.jit(jax.grad(loss)), state.params, batch,
-                                               job.rng)}
-
-
-def _depth(cfg: ModelConfig) -> int:
-  return cfg.num_hidden_layers * cfg.inner_group_num
-
-
-def dense_matmuls_alone(cfg: ModelConfig, rows: int):
-  """(fn, args, FLOPs): the encoder's dense matmuls alone, forward + backward, on one device.
-
-  L layers of x [rows, H] -> query + key + value projections -> output projection -> the two FFN
-  matmuls, with shared weights: every dense matmul of the real step (x @ W forward, dy @ W^T and
-  x^T @ dy backward) and nothing in between.
-  """
-  h, i = cfg.hidden_size, cfg.intermediate_size
-  keys = jax.random.split(jax.random.PRNGKey(0), 7)
-  # Scaled so that activations keep unit size through any depth (3 projections are summed).
-  fan_in = [3 * h, 3 * h, 3 * h, h, h, i]
-  shapes = [(h, h)] * 4 + [(h, i), (i, h)]
-  weights = [(jax.random.normal(k, s) / fan ** 0.5).astype(cfg.dtype)
-             for k, s, fan in zip(keys, shapes, fan_in)]
-  x = jax.random.normal(keys[6], (rows, h)).astype(cfg.dtype)
-
-  def loss(weights, x):
-    wq, wk, wv, wo, w1, w2 = weights
-    layer = lambda x, _: ((((x @ wq + x @ wk + x @ wv) @ wo) @ w1) @ w2, None)
-    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
-
-  flops = 3 * 2 * rows * (4 * h * h + 2 * h * i) * _depth(cfg)
-  return jax.jit(jax.grad(loss, argnums=(0, 1))), (weights, x), flops
-
-
-def attention_core_alone(cfg: ModelConfig, batch: int, seq: int):
-  """(fn, args, FLOPs): `modeling.attention_core` alone (QK^T, mask, softmax, PV) for L layers,
-  forward + backward, on one device at the step's per-device shapes."""
-  shape = (batch, seq, cfg.num_attention_heads, cfg.head_dim)
-  x = jax.random.normal(jax.random.PRNGKey(0), shape).astype(cfg.dtype)
-  mask_bias = jnp.zeros((batch, 1, 1, seq), jnp.float32)
-
-  def loss(x):
-    layer = lambda x, _: (modeling.attention_core(x, x, x, mask_bias, lambda p: p, cfg.dtype),
-                          None)
-    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
-
-  flops = 3 * 2 * 2 * batch * seq * seq * cfg.hidden_size * _depth(cfg)
-  return jax.jit(jax.grad(loss)), (x,), flops
-
-
-def breakdown(config, job, step_seconds: float, peak: Optional[float]) -> None:
-  """Where the step's time goes: a table of parts, each timed on its own."""
+def breakdown(config, job, step_seconds: float, flops: float, peak: Optional[float]) -> None:
+  """Where the step's time goes: a table of parts, each timed on its own (`flops`: the step's)."""
   t, d = config.training, config.data
   devices = jax.device_count()
-  flops = t.global_batch_size * metrics.pretraining_flops_per_example(
-      job.model_config, d.max_seq_length, d.max_predictions_per_seq)
-  rows = [("train step (forward, backward, LAMB update)", step_seconds, flops, devices)]
-  parts = loss_seconds(config, job)
-  rows.append(("forward + backward (no update)", parts["forward + backward"], flops, devices))
-  rows.append(("forward", parts["forward"], flops / 3, devices))
-  if t.global_batch_size % devices == 0:
-    per_device = t.global_batch_size // devices
+  parts = step_parts.loss_seconds(config, job)
+  rows = [("train step (forward, backward, LAMB update)", step_seconds, flops, devices),
+          ("forward + backward (no update)", parts["forward + backward"], flops, devices),
+          ("forward", parts["forward"], flops / 3, devices)]
+  data_parallel = partitioning.data_parallel_size(job.mesh)
+  # The parts alone run unsharded on one device, at the rows one device sees without tensor
+  # parallelism (with it, each device's matmuls are narrower and these shapes would not apply).
+  if job.mesh.shape["tensor"] == 1 and t.global_batch_size % data_parallel == 0:
+    per_device = t.global_batch_size // data_parallel
     with jax.default_device(jax.devices()[0]):
       for name, (fn, args, part_flops) in (
           ("dense matmuls alone, fwd + bwd (1 device)",
-           dense_matmuls_alone(job.model_config, per_device * d.max_seq_length)),
+           step_parts.dense_matmuls_alone(job.model_config, per_device * d.max_seq_length)),
           ("attention core alone, fwd + bwd (1 device)",
-           attention_core_alone(job.model_config, per_device, d.max_seq_length))):
-        rows.append((name, best_seconds(fn, *args), part_flops, 1))
+           step_parts.attention_core_alone(job.model_config, per_device, d.max_seq_length))):
+        rows.append((name, step_parts.best_seconds(fn, *args), part_flops, 1))
   print("| part | ms | TFLOP/s per device | of peak |")
   print("|---|---|---|---|")
   for name, seconds, part_flops, n in rows:
@@ -205,7 +136,7 @@ def speed(config) -> None:
     print("no known peak for this device and dtype: MFU not reported")
   print(trainer.describe_memory(compiled))
   if _BREAKDOWN.value:
-    breakdown(config, job, step_seconds, peak)
+    breakdown(config, job, step_seconds, flops, peak)
 
 
 # (loop, remat_policy, remat_scan_blocks) per row of the depth table; blocks 0 = about sqrt(L).

@@ -108,8 +108,8 @@ def test_bench_train_speed_breakdown_on_a_two_device_mesh():
     assert part in out.stdout, out.stdout
 
 
-def test_bench_train_parts_count_the_encoders_flops():
-  import bench_train  # pylint: disable=g-import-not-at-top
+def test_step_parts_count_the_encoders_flops():
+  import step_parts  # pylint: disable=g-import-not-at-top
   from albert_jax import metrics  # pylint: disable=g-import-not-at-top
   from albert_jax.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
 
@@ -118,8 +118,8 @@ def test_bench_train_parts_count_the_encoders_flops():
                        num_attention_heads=2, intermediate_size=24, max_position_embeddings=16)
 
   batch, seq = 2, 8
-  _, _, dense = bench_train.dense_matmuls_alone(model(3), batch * seq)
-  grad_fn, args, attention = bench_train.attention_core_alone(model(3), batch, seq)
+  _, _, dense = step_parts.dense_matmuls_alone(model(3), batch * seq)
+  grad_fn, args, attention = step_parts.attention_core_alone(model(3), batch, seq)
   per_layer = (metrics.pretraining_flops_per_example(model(3), seq, 3)
                - metrics.pretraining_flops_per_example(model(2), seq, 3))
   assert dense + attention == batch * 3 * per_layer

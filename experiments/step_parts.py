@@ -1,0 +1,92 @@
+"""Parts of the pretraining step timed on their own, for `bench_train.py speed --breakdown`.
+
+The loss's forward pass and forward + backward use the real model, parameters, batch and mesh.
+The dense matmuls and the attention core "alone" reproduce only those operations of the encoder,
+at the step's shapes on one device, to show how fast the device runs them with nothing else around.
+Each `*_alone` returns (jitted gradient function, its arguments, the FLOPs it does).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from albert_jax import modeling, partitioning, pretrain
+from albert_jax.model_config import ModelConfig
+
+
+def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 3) -> float:
+  """Best wall time of `fn(*args)` over `repeats` calls, after one warm-up (compiling) call."""
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def loss_seconds(config, job) -> dict[str, float]:
+  """Best seconds of the pretraining loss's forward pass and of its forward + backward (the step
+  without the optimizer update), with the step's parameters, batch, dropout and mesh."""
+  state, _ = job.create_state()
+  batch = partitioning.global_batch(pretrain.synthetic_batch(config, 0), job.mesh)
+  objective = job.objective
+
+  def loss(params, batch, rng):
+    outputs = objective.forward(params, batch, rng, False)
+    return objective.loss_and_sums(outputs, batch, objective.normalizers(batch))[0]
+
+  with jax.set_mesh(job.mesh), nn.logical_axis_rules(partitioning.rules_tuple(job.rules)):
+    return {"forward": best_seconds(jax.jit(loss), state.params, batch, job.rng),
+            "forward + backward": best_seconds(jax.jit(jax.grad(loss)), state.params, batch,
+                                               job.rng)}
+
+
+def _depth(cfg: ModelConfig) -> int:
+  return cfg.num_hidden_layers * cfg.inner_group_num
+
+
+def dense_matmuls_alone(cfg: ModelConfig, rows: int):
+  """(fn, args, FLOPs): the encoder's dense matmuls alone, forward + backward, on one device.
+
+  L layers of x [rows, H] -> query + key + value projections -> output projection -> the two FFN
+  matmuls, with shared weights: every dense matmul of the real step (x @ W forward, dy @ W^T and
+  x^T @ dy backward) and nothing in between.
+  """
+  h, i = cfg.hidden_size, cfg.intermediate_size
+  keys = jax.random.split(jax.random.PRNGKey(0), 7)
+  # Scaled so that activations keep unit size through any depth (3 projections are summed).
+  fan_in = [3 * h, 3 * h, 3 * h, h, h, i]
+  shapes = [(h, h)] * 4 + [(h, i), (i, h)]
+  weights = [(jax.random.normal(k, s) / fan ** 0.5).astype(cfg.dtype)
+             for k, s, fan in zip(keys, shapes, fan_in)]
+  x = jax.random.normal(keys[6], (rows, h)).astype(cfg.dtype)
+
+  def loss(weights, x):
+    wq, wk, wv, wo, w1, w2 = weights
+    layer = lambda x, _: ((((x @ wq + x @ wk + x @ wv) @ wo) @ w1) @ w2, None)
+    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
+
+  flops = 3 * 2 * rows * (4 * h * h + 2 * h * i) * _depth(cfg)
+  return jax.jit(jax.grad(loss, argnums=(0, 1))), (weights, x), flops
+
+
+def attention_core_alone(cfg: ModelConfig, batch: int, seq: int):
+  """(fn, args, FLOPs): `modeling.attention_core` alone (QK^T, mask, softmax, PV) for L layers,
+  forward + backward, on one device at the step's per-device shapes."""
+  shape = (batch, seq, cfg.num_attention_heads, cfg.head_dim)
+  x = jax.random.normal(jax.random.PRNGKey(0), shape).astype(cfg.dtype)
+  mask_bias = jnp.zeros((batch, 1, 1, seq), jnp.float32)
+
+  def loss(x):
+    layer = lambda x, _: (modeling.attention_core(x, x, x, mask_bias, lambda p: p, cfg.dtype),
+                          None)
+    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
+
+  flops = 3 * 2 * 2 * batch * seq * seq * cfg.hidden_size * _depth(cfg)
+  return jax.jit(jax.grad(loss)), (x,), flops
