@@ -29,11 +29,8 @@ def peak_flops_per_device(device: Any, dtype: str) -> Optional[float]:
   """The device's peak for `dtype` compute, or None when we do not know it."""
   if dtype != "bfloat16":
     return None
-  kind = getattr(device, "device_kind", "")
-  if kind in PEAK_BF16_FLOPS:
-    return PEAK_BF16_FLOPS[kind]
-  matches = [k for k in PEAK_BF16_FLOPS if kind.startswith(k)]
-  return PEAK_BF16_FLOPS[max(matches, key=len)] if matches else None
+  # Exact names only: variants that share a prefix differ (H100 PCIe ~756 vs SXM 989 TFLOP/s).
+  return PEAK_BF16_FLOPS.get(getattr(device, "device_kind", ""))
 
 
 def pretraining_flops_per_example(cfg: ModelConfig, seq_len: int, num_predictions: int) -> float:

@@ -86,10 +86,18 @@ def _safe_div(num: Array, den: Array) -> Array:
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+def _example_weights(batch: Mapping[str, Array]) -> Array:
+  """[B] float32: 1 for real examples, 0 for the rows that pad an eval set (`example_mask`)."""
+  labels = batch["next_sentence_labels"].reshape(-1)
+  if "example_mask" not in batch:
+    return jnp.ones(labels.shape, jnp.float32)
+  return batch["example_mask"].reshape(-1).astype(jnp.float32)
+
+
 def loss_normalizers(batch: Mapping[str, Array]) -> dict[str, Array]:
   """Denominators of the full batch, to pass to `pretraining_loss` for each of its microbatches."""
   return {"mlm": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + MLM_EPS,
-          "sop": jnp.float32(batch["next_sentence_labels"].reshape(-1).shape[0])}
+          "sop": jnp.sum(_example_weights(batch))}
 
 
 def metrics_from_sums(sums: Mapping[str, Array]) -> dict[str, Array]:
@@ -111,7 +119,8 @@ def pretraining_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   Args:
     outputs: model outputs with `mlm_logits` [B,P,V] (the model called with
       masked_positions=batch["masked_lm_positions"]) and `sop_logits` [B,2].
-    batch: official feature names (`masked_lm_ids`, `masked_lm_weights`, `next_sentence_labels`).
+    batch: official feature names (`masked_lm_ids`, `masked_lm_weights`, `next_sentence_labels`),
+      and `example_mask` [B] on padded eval batches (rows with 0 are left out).
     inter_sentence_loss: "sop" | "nsp" (loss weight 1, same loss; the data decides the labels)
       or "none" (loss weight 0, metrics still reported); the run config's field of that name.
     normalizers: `loss_normalizers` of the full batch when this is a microbatch of it; the
@@ -133,17 +142,19 @@ def pretraining_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   sop_logits = outputs["sop_logits"]
   sop_labels = _flat_labels(batch["next_sentence_labels"], sop_logits)
   w, nll, correct = _mlm_terms(mlm_logits, ids, weights)
+  # Padding rows of an eval set have MLM weights 0 already; their sentence label must not count.
+  examples = _example_weights(batch)
   sums = {
       "mlm_loss_sum": jnp.sum(w * nll),
       "mlm_correct_sum": jnp.sum(w * correct),
       "mlm_weight_sum": jnp.sum(w),
-      "sop_loss_sum": jnp.sum(_nll(sop_logits, sop_labels)),
-      "sop_correct_sum": jnp.sum(_correct(sop_logits, sop_labels)),
-      "sop_count": jnp.float32(sop_labels.shape[0]),
+      "sop_loss_sum": jnp.sum(examples * _nll(sop_logits, sop_labels)),
+      "sop_correct_sum": jnp.sum(examples * _correct(sop_logits, sop_labels)),
+      "sop_count": jnp.sum(examples),
   }
   if normalizers is None:
     normalizers = {"mlm": sums["mlm_weight_sum"] + MLM_EPS, "sop": sums["sop_count"]}
   mlm = sums["mlm_loss_sum"] / normalizers["mlm"]
-  sentence = sums["sop_loss_sum"] / normalizers["sop"]
+  sentence = _safe_div(sums["sop_loss_sum"], normalizers["sop"])  # 0 rows: an all-padding batch
   total = mlm + (0.0 if inter_sentence_loss == "none" else sentence)
   return total, metrics_from_sums(sums)

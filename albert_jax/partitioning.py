@@ -132,6 +132,17 @@ def host_rows(mesh: Mesh, batch_size: int) -> np.ndarray:
   return np.array(sorted(rows), dtype=np.int64)
 
 
+def processes_share_rows(mesh: Mesh, batch_size: int) -> bool:
+  """Whether some row of a `batch_size` global batch is held by devices of two processes (the
+  batch is replicated across hosts, e.g. by a `tensor` axis that spans them)."""
+  owner: dict[int, int] = {}
+  for device, index in batch_sharding(mesh).devices_indices_map((batch_size,)).items():
+    for row in range(batch_size)[index[0]]:
+      if owner.setdefault(row, device.process_index) != device.process_index:
+        return True
+  return False
+
+
 def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This host's slice of the batch -> global arrays (every host passes its own rows)."""
   sharding = batch_sharding(mesh)

@@ -87,6 +87,25 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   if t.global_batch_size % t.microbatches or (t.global_batch_size // t.microbatches) % dp:
     raise ValueError(f"config field 'training.microbatches'={t.microbatches}: each microbatch "
                      f"of a {t.global_batch_size} batch must split over {dp} data-parallel devices")
+  if partitioning.processes_share_rows(mesh, t.global_batch_size):
+    raise ValueError(f"config field 'partitioning.mesh'={dict(config.partitioning.mesh)} puts the "
+                     "same batch rows on devices of several processes (an axis other than data/"
+                     "fsdp spans hosts); pretraining readers give every process rows of its own: "
+                     "keep 'tensor' within a host")
+  for field in ("total_steps", "log_every_steps", "eval_every_steps", "keep_checkpoints",
+                "max_nonfinite_steps", "eval_batch_size"):
+    if t[field] < 1:
+      raise ValueError(f"config field 'training.{field}'={t[field]} must be at least 1")
+  if t.checkpoint_every_steps < 0:
+    raise ValueError(f"config field 'training.checkpoint_every_steps'={t.checkpoint_every_steps} "
+                     "must be >= 0 (0: save only at the end and on a stop signal)")
+  if config.data.eval_files and (t.eval_batch_size % dp or t.eval_batch_size % num_processes):
+    raise ValueError(f"config field 'training.eval_batch_size'={t.eval_batch_size} is not "
+                     f"divisible by the data-parallel size {dp} and the number of processes "
+                     f"{num_processes}")
+  if t.inter_sentence_loss not in objectives.INTER_SENTENCE_LOSSES:
+    raise ValueError(f"config field 'training.inter_sentence_loss'={t.inter_sentence_loss!r}; "
+                     f"allowed: {objectives.INTER_SENTENCE_LOSSES}")
   if config.data.max_seq_length > config.model.max_position_embeddings:
     raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
@@ -304,17 +323,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   progress = metrics_lib.Progress(t.total_steps, start_step, tokens, flops, jax.device_count(),
                                   metrics_lib.peak_flops_per_device(jax.devices()[0],
                                                                     model_cfg.dtype))
-  last_train, last_eval, pending = {}, {}, None
+  last_train, last_eval, pending, previous = {}, {}, None, None
   step = start_step
   save_position = lambda d: train_iter.save(pipeline.position_path(d, jax.process_index()))
 
+  def check_finite(step_metrics, at_step):
+    streak = int(jax.device_get(step_metrics["nonfinite_streak"]))
+    if streak >= t.max_nonfinite_steps:
+      raise NonFiniteLossError(
+          f"{streak} consecutive steps up to step {at_step} had a non-finite loss or gradient "
+          f"(config field 'training.max_nonfinite_steps'={t.max_nonfinite_steps}); the last "
+          "checkpoint holds the last good parameters")
+
   def report(step_metrics, at_step):
     values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-    if values["nonfinite_streak"] >= t.max_nonfinite_steps:
-      raise NonFiniteLossError(
-          f"{int(values['nonfinite_streak'])} consecutive steps up to step {at_step} had a "
-          f"non-finite loss or gradient (config field 'training.max_nonfinite_steps'="
-          f"{t.max_nonfinite_steps}); the last checkpoint holds the last good parameters")
     values.update(progress.report(at_step))
     if is_chief:
       print(metrics_lib.format_line(at_step, t.total_steps, values), flush=True)
@@ -328,6 +350,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         step += 1
         if step == start_step + 1:
           progress.start(step)  # the first step included compilation
+        # Every step's streak is read, one step behind (this one is queued): a run of non-finite
+        # steps between two log steps must stop the run too.
+        if previous is not None:
+          check_finite(*previous)
+        previous = (step_metrics, step)
         if pending is not None:   # read the previous report now that this step is queued
           last_train = report(*pending)
           pending = None
@@ -341,6 +368,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                        for k, v in last_eval.items()), flush=True)
         stopping = stop.should_stop(step)
         if ckpt.should_save(step) or stopping or step == t.total_steps:
+          check_finite(step_metrics, step)
           if pending is not None:  # the log is complete up to every checkpoint
             last_train = report(*pending)
             pending = None

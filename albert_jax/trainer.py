@@ -159,10 +159,16 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    # A skipped step keeps the parameters and moments but still advances the optimizer's update
+    # counters (its integer leaves): the learning rate follows the step count, skipped steps
+    # included, like the official global_step, so it is the one `learning_rate_fn(step)` reports.
+    keep_moments = lambda new, old: jax.tree.map(
+        lambda n, o: n if jnp.issubdtype(n.dtype, jnp.integer) else jnp.where(finite, n, o),
+        new, old)
     not_finite = (~finite).astype(jnp.int32)
     new_state = state.replace(
         step=state.step + 1, params=keep(new_params, state.params),
-        opt_state=keep(new_opt_state, state.opt_state),
+        opt_state=keep_moments(new_opt_state, state.opt_state),
         skipped_steps=state.skipped_steps + not_finite,
         nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1))
     metrics = dict(objective.metrics(sums), loss=loss, grad_norm=grad_norm,

@@ -94,9 +94,10 @@ def fit_params(source: dict, target: dict, group0: bool) -> dict:
       problems.append(f"missing in source: {'/'.join(path)}")
       continue
     value = np.asarray(src[path])
-    if value.shape != tuple(t.shape) and group0 and path[:3] == _STACKED_PREFIX:
+    if group0 and path[:3] == _STACKED_PREFIX:
       # Leading stacked axes (groups[, layers]) sit before the layer's own 2-D kernel or 1-D
-      # vector: take the source's first group/layer and repeat it over the model's.
+      # vector: take the source's first group/layer and repeat it over the model's, also when
+      # the source has as many groups as the model (official --init_from_group0 semantics).
       core = 2 if path[-1] == "kernel" else 1
       first = value[(0,) * (value.ndim - core)]
       if first.shape == tuple(t.shape[len(t.shape) - core:]):

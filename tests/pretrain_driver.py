@@ -1,7 +1,9 @@
 """Runs `pretrain.run` on a tiny config in a subprocess, optionally dying by SIGKILL right after a
-checkpoint is written (a hard crash at a known point, for the resume tests).
+checkpoint is written (a hard crash at a known point, for the resume tests), or with a NaN loss on
+chosen steps (for the non-finite guard).
 
-    python tests/pretrain_driver.py WORKDIR TRAIN_FILES [--kill_after=STEP] [--set key=value ...]
+    python tests/pretrain_driver.py WORKDIR TRAIN_FILES [--kill_after=STEP] [--nan_steps=2,3]
+        [--set key=value ...]
 """
 
 import argparse
@@ -10,9 +12,11 @@ import os
 import signal
 import sys
 
+import jax.numpy as jnp
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from albert_jax import checkpoints, pretrain  # noqa: E402
+from albert_jax import checkpoints, pretrain, trainer  # noqa: E402
 from trainer_fixtures import tiny_config  # noqa: E402
 
 
@@ -21,6 +25,7 @@ def main():
   parser.add_argument("workdir")
   parser.add_argument("train_files")
   parser.add_argument("--kill_after", type=int, default=0)
+  parser.add_argument("--nan_steps", default="", help="1-based steps whose loss is NaN")
   parser.add_argument("--set", action="append", default=[], help="dotted.key=json_value")
   args = parser.parse_args()
   config = tiny_config(args.train_files)
@@ -42,6 +47,21 @@ def main():
         os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoints.Checkpointer.save = save_then_die
+  if args.nan_steps:
+    nan_steps = jnp.array([int(s) for s in args.nan_steps.split(",")])
+    make_train_step = trainer.make_train_step
+
+    def make_nan_train_step(*a, **k):
+      step_fn = make_train_step(*a, **k)
+
+      def nan_on_some_steps(state, batch, rng):
+        bad = jnp.any(nan_steps == state.step + 1)
+        weights = jnp.where(bad, jnp.nan, batch["masked_lm_weights"])
+        return step_fn(state, dict(batch, masked_lm_weights=weights), rng)
+
+      return nan_on_some_steps
+
+    trainer.make_train_step = make_nan_train_step
   result = pretrain.run(config, args.workdir)
   print("RESULT " + json.dumps({"step": result["step"], "eval": result["eval"]}), flush=True)
 

@@ -202,3 +202,26 @@ def test_exact_aggregation_across_half_batches():
   own = [loss_and_grad(take(outputs, s), take(batch, s),
                        objectives.loss_normalizers(take(batch, s)))[0] for s in halves]
   assert abs(float(own[0] + own[1]) / 2 - float(full_loss)) > 1e-3
+
+
+def test_eval_padding_rows_are_left_out():
+  """Padded eval batches (`example_mask` 0; label 0, MLM weights 0) count only their real rows."""
+  batch = make_batch()
+  outputs, _ = make_outputs(batch)
+  real = [0, 1, 3]
+  padded = {**batch, "example_mask": np.array([1, 1, 0, 1], np.int32),
+            "next_sentence_labels": np.where(np.arange(B)[:, None] == 2, 0,
+                                             batch["next_sentence_labels"])}
+  _, got = objectives.pretraining_loss(outputs, padded)
+  only_real = {k: v[real] for k, v in batch.items()}
+  _, want = objectives.pretraining_loss({k: v[np.array(real)] for k, v in outputs.items()},
+                                        only_real)
+  for key in ("sop_loss", "sop_accuracy", "sop_count", "mlm_loss", "mlm_accuracy"):
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
+  assert float(got["sop_count"]) == 3
+  # A batch that is all padding contributes nothing (and no NaN).
+  empty = {**padded, "example_mask": np.zeros(B, np.int32),
+           "masked_lm_weights": np.zeros((B, P), np.float32)}
+  loss, m = objectives.pretraining_loss(outputs, empty, normalizers=objectives.loss_normalizers(
+      empty))
+  assert float(m["sop_count"]) == 0 and np.isfinite(float(loss))

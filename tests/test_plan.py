@@ -76,6 +76,16 @@ def test_training_mesh_keeps_fsdp_inside_a_slice():
   assert [{d.slice_index for d in mesh.devices[i].flat} for i in range(2)] == [{0}, {1}]
 
 
+@needs_libtpu
+def test_rows_shared_by_processes_are_detected():
+  # v5e:4x4: 16 chips on 4 hosts. Pretraining readers need every process to own its rows.
+  _, devices = plan.topology_devices("v5e:4x4")
+  share = lambda mesh: partitioning.processes_share_rows(
+      partitioning.create_mesh(dict({"data": 1, "fsdp": 1, "tensor": 1}, **mesh), devices), 64)
+  assert not share({"data": 16}) and not share({"data": 2, "fsdp": 8})
+  assert share({"data": 2, "tensor": 8})
+
+
 def test_multislice_mesh_needs_a_data_axis_per_slice():
   # Checked before any device is touched, so stand-in devices of 2 slices do.
   devices = [types.SimpleNamespace(slice_index=i // 4) for i in range(8)]
@@ -146,6 +156,9 @@ def test_specs_agree_with_the_mfu_table_of_training():
     assert metrics.peak_flops_per_device(Device(spec.device_kind), "bfloat16") == pytest.approx(
         spec.peak_flops_per_device), spec.generation
   assert tpu_specs.SPECS["v3"].hbm_per_device == 16 * 2**30  # one core of a 32 GiB chip
+  # A variant of a known name is not guessed (no MFU rather than a wrong one).
+  for kind in ("NVIDIA H100 PCIe", "TPU v4 lite"):
+    assert metrics.peak_flops_per_device(Device(kind), "bfloat16") is None
 
 
 def test_topology_kwargs():

@@ -109,6 +109,16 @@ def test_nonfinite_losses_stop_the_run(tmp_path, static_records):
   assert "non-finite" in proc.stderr and "training.max_nonfinite_steps" in proc.stderr
 
 
+def test_nonfinite_streak_between_log_steps_stops_the_run(tmp_path, static_records):
+  # Steps 2-4 are non-finite and step 5 is fine again; logs only at 6: the streak is still seen.
+  proc = driver(tmp_path, static_records, "--nan_steps=2,3,4", "--set", "training.total_steps=8",
+                "--set", "training.log_every_steps=6", "--set", "training.checkpoint_every_steps=6",
+                "--set", "training.max_nonfinite_steps=3", check=False)
+  assert proc.returncode != 0
+  assert "3 consecutive steps up to step 4" in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "checkpoints" / "6")
+
+
 def test_demo_config_through_main(tmp_path):
   corpus = os.path.join(REPO, "data", "corpus")
   cmd = [sys.executable, "-m", "albert_jax.main", "--config=configs/demo.py",

@@ -109,6 +109,12 @@ def test_nonfinite_step_is_skipped_and_counted(devices):
   state, metrics = step(state, good, job.rng)
   assert bool(metrics["finite"]) and int(state.nonfinite_streak) == 0
   assert int(state.skipped_steps) == 2
+  # The update used (and the metrics report) the learning rate of step 2: skipped steps advance
+  # the schedule's counter like the step count.
+  counters = [int(x) for x in jax.tree.leaves(state.opt_state) if jnp.issubdtype(x.dtype,
+                                                                                   jnp.integer)]
+  assert counters and all(c == int(state.step) == 3 for c in counters)
+  np.testing.assert_allclose(metrics["learning_rate"], job.learning_rate_fn(2), rtol=1e-6)
 
 
 @pytest.mark.parametrize("change,field", [
@@ -116,6 +122,14 @@ def test_nonfinite_step_is_skipped_and_counted(devices):
     (lambda c: c.partitioning.mesh.update(data=16), "partitioning.mesh"),
     (lambda c: c.data.update(max_seq_length=1024), "data.max_seq_length"),
     (lambda c: c.training.update(microbatches=3), "training.microbatches"),
+    (lambda c: c.training.update(log_every_steps=0), "training.log_every_steps"),
+    (lambda c: c.training.update(eval_every_steps=0), "training.eval_every_steps"),
+    (lambda c: c.training.update(keep_checkpoints=0), "training.keep_checkpoints"),
+    (lambda c: c.training.update(max_nonfinite_steps=0), "training.max_nonfinite_steps"),
+    (lambda c: c.training.update(checkpoint_every_steps=-1), "training.checkpoint_every_steps"),
+    (lambda c: (c.training.update(eval_batch_size=12),
+                c.data.update(eval_files=c.data.train_files)), "training.eval_batch_size"),
+    (lambda c: c.training.update(inter_sentence_loss="sopp"), "training.inter_sentence_loss"),
 ])
 def test_invalid_configs_fail_before_compiling(devices, change, field, static_records):
   config = tiny_config(str(static_records / "*.tfrecord"))
@@ -156,6 +170,13 @@ def test_warm_start_group0_grows_depth_and_groups():
   dst_layer = fitted["albert"]["encoder"]["groups"]["layers"]["albert_layers_0"]
   for g in range(2):
     np.testing.assert_array_equal(dst_layer["ffn"]["kernel"][g], src_layer["ffn"]["kernel"][0])
+  # From a source with as many groups: still every group from the source's group 0.
+  refit = warm_start.fit_params(init(big), target, group0=True)
+  big_layer = init(big)["albert"]["encoder"]["groups"]["layers"]["albert_layers_0"]
+  assert not np.array_equal(big_layer["ffn"]["kernel"][1], big_layer["ffn"]["kernel"][0])
+  np.testing.assert_array_equal(
+      refit["albert"]["encoder"]["groups"]["layers"]["albert_layers_0"]["ffn"]["kernel"][1],
+      big_layer["ffn"]["kernel"][0])
   # All-shared layers: a 2-layer checkpoint initializes a 12-layer model as is.
   deep = tiny_config()
   deep.model.num_hidden_layers = 12
