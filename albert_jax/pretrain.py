@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 
 from albert_jax import checkpoints
 from albert_jax import distributed
+from albert_jax import fileio
 from albert_jax import metrics as metrics_lib
 from albert_jax import modeling
 from albert_jax import objectives
@@ -268,17 +269,40 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
           if k not in objectives.SUM_KEYS}
 
 
+_READERS_FILE = "readers.json"  # beside the reader positions: how many processes wrote them
+
+
+def _save_position(train_iter, directory: str) -> None:
+  train_iter.save(pipeline.position_path(directory, jax.process_index()))
+  if jax.process_index() == 0:
+    fileio.write_json(os.path.join(directory, _READERS_FILE),
+                      {"process_count": jax.process_count()})
+
+
+def _saved_process_count(directory: Optional[str]) -> Optional[int]:
+  """Processes that wrote the positions in `directory` (None: unknown, an older checkpoint)."""
+  path = None if directory is None else os.path.join(directory, _READERS_FILE)
+  return fileio.read_json(path)["process_count"] if path and fileio.exists(path) else None
+
+
 def _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings):
   """(state, step): the workdir's latest checkpoint with its reader position, else a warm start
   from `config.init_from`, else the fresh `state`."""
   restored = ckpt.restore_latest(state)
   if restored is not None:
     step, state, position = restored
-    if position is not None:
-      train_iter.restore(pipeline.position_path(position, jax.process_index()))
-    else:
+    saved_processes = _saved_process_count(position)
+    if position is None:
       logging.warning("checkpoint %d has no saved reader position: data restart from the "
                       "beginning", step)
+    elif saved_processes not in (None, jax.process_count()):
+      # Each process reads its own subset of the files, so positions saved by another number of
+      # processes describe other readers.
+      logging.warning("checkpoint %d was saved by %d processes, this run has %d: the data "
+                      "readers restart from the beginning of their files", step,
+                      saved_processes, jax.process_count())
+    else:
+      train_iter.restore(pipeline.position_path(position, jax.process_index()))
     logging.info("resumed from step %d", step)
     return jax.device_put(state, state_shardings), step
   if config.init_from.path:
@@ -325,7 +349,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                                     model_cfg.dtype))
   last_train, last_eval, pending, previous = {}, {}, None, None
   step = start_step
-  save_position = lambda d: train_iter.save(pipeline.position_path(d, jax.process_index()))
+  save_position = lambda directory: _save_position(train_iter, directory)
 
   def check_finite(step_metrics, at_step):
     streak = int(jax.device_get(step_metrics["nonfinite_streak"]))

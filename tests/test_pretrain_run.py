@@ -94,6 +94,16 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, static_records, straight
   jax.tree.map(np.testing.assert_array_equal, params_at(workdir, 6), params_at(straight, 6))
 
 
+def test_resume_with_another_process_count_restarts_the_readers(tmp_path, static_records):
+  driver(tmp_path, static_records, "--set", "training.total_steps=3")
+  readers = tmp_path / "data_positions" / "3" / "readers.json"
+  assert json.loads(readers.read_text()) == {"process_count": 1}
+  readers.write_text(json.dumps({"process_count": 2}))  # as if saved by a 2-host run
+  proc = driver(tmp_path, static_records, "--set", "training.total_steps=4")
+  assert "saved by 2 processes, this run has 1" in proc.stderr
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4]
+
+
 def test_warm_start_from_another_run(tmp_path, static_records, straight):
   # lr(0) = 0, so one step leaves the warm-started parameters unchanged.
   driver(tmp_path, static_records, "--set", f'init_from.path="{straight}"',

@@ -270,7 +270,7 @@ class DataIterator:
 
   def save(self, path: str) -> str:
     """Writes the reader position to `path` (a file prefix; TF adds .index/.data suffixes)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))  # also in a bucket (gs://)
     return self._checkpoint.write(path)
 
   def restore(self, path: str) -> None:
