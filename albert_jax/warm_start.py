@@ -62,7 +62,14 @@ def _latest_workdir_params(workdir: str) -> dict:
                  if s.rstrip("/").isdigit())
   if not steps:
     raise FileNotFoundError(f"config field 'init_from.path': {directory} holds no checkpoint")
-  return convert.restore_tree(os.path.join(directory, str(steps[-1]), "state"))["params"]
+  for step in reversed(steps):  # newest first; an unreadable one falls back, as on resume
+    try:
+      return convert.restore_tree(os.path.join(directory, str(step), "state"))["params"]
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("init_from: checkpoint %d of %s cannot be read (%s: %s); trying the "
+                      "previous one", step, workdir, type(e).__name__, e)
+  raise ValueError(f"config field 'init_from.path': no checkpoint in {directory} can be read "
+                   f"(steps {steps})")
 
 
 def read_source(init_from: ml_collections.ConfigDict) -> tuple[Any, dict]:

@@ -111,6 +111,21 @@ def test_warm_start_from_another_run(tmp_path, static_records, straight):
   jax.tree.map(np.testing.assert_array_equal, params_at(tmp_path, 1), params_at(straight, 6))
 
 
+def test_warm_start_skips_an_unreadable_latest_checkpoint(tmp_path, straight):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from albert_jax import warm_start  # pylint: disable=g-import-not-at-top
+  source = tmp_path / "source"
+  shutil.copytree(straight, source)
+  for root, _, files in os.walk(source / "checkpoints" / "6" / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  init_from = warm_start.default_config()
+  init_from.path = str(source)
+  _, params = warm_start.read_source(init_from)
+  jax.tree.map(np.testing.assert_array_equal, params, params_at(straight, 3))
+
+
 def test_nonfinite_losses_stop_the_run(tmp_path, static_records):
   proc = driver(tmp_path, static_records, "--set", "optimizer.learning_rate=1e30",
                 "--set", "optimizer.weight_decay=0.0", "--set", "training.total_steps=20",
