@@ -271,6 +271,7 @@ def resolve_model_config(config: ml_collections.ConfigDict,
 def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -> None:
   """Fails before any compilation on settings that cannot work, naming the field."""
   t, task = config.training, config.task
+  trainer.check_loop_fields(t)
   dp = partitioning.data_parallel_size(partitioning.create_mesh(config.partitioning.mesh))
   for field in ("global_batch_size", "eval_batch_size"):
     size = t[field]
@@ -445,6 +446,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       for split in evals:
         files.write_outputs(module.write_outputs, task, split, predictions[split.name])
 
+  guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
   with pretrain.StopSignal() as stop:
     try:
       while step < t.total_steps:
@@ -454,13 +456,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                             batch, job.rng)
         state, step_metrics = train_step(state, batch, job.rng)
         step += 1
+        guard.after_step(step_metrics, step)
         if step % t.log_every_steps == 0 or step == t.total_steps:
+          guard.check(step_metrics, step)
           values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-          if values["nonfinite_streak"] >= t.max_nonfinite_steps:
-            raise pretrain.NonFiniteLossError(
-                f"{int(values['nonfinite_streak'])} consecutive steps up to step {step} had a "
-                f"non-finite loss (config field 'training.max_nonfinite_steps'="
-                f"{t.max_nonfinite_steps})")
           writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
           if is_chief:
             print(metrics_lib.format_line(step, t.total_steps, values), flush=True)
@@ -469,6 +468,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           evaluate_and_keep(step)
         stopping = stop.should_stop(step)
         if evaluating or ckpt.should_save(step) or stopping:
+          guard.check(step_metrics, step)  # never save a state that should stop the run
           ckpt.save(step, state, force=True)
         if stopping:
           logging.warning("stopped by signal at step %d; checkpoint saved", step)

@@ -40,10 +40,6 @@ from albert_jax.data import pipeline
 from albert_jax.model_config import ModelConfig
 
 
-class NonFiniteLossError(RuntimeError):
-  """Too many consecutive steps had a non-finite loss or gradient."""
-
-
 class StopSignal:
   """Turns SIGTERM/SIGINT into a flag that the loop checks after each step."""
 
@@ -77,6 +73,7 @@ class StopSignal:
 def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   """Fails before compiling on configs that cannot work, naming the field."""
   t = config.training
+  trainer.check_loop_fields(t)
   mesh = partitioning.create_mesh(config.partitioning.mesh)
   dp = partitioning.data_parallel_size(mesh)
   if t.global_batch_size % dp:
@@ -93,13 +90,6 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
                      "same batch rows on devices of several processes (an axis other than data/"
                      "fsdp spans hosts); pretraining readers give every process rows of its own: "
                      "keep 'tensor' within a host")
-  for field in ("total_steps", "log_every_steps", "eval_every_steps", "keep_checkpoints",
-                "max_nonfinite_steps", "eval_batch_size"):
-    if t[field] < 1:
-      raise ValueError(f"config field 'training.{field}'={t[field]} must be at least 1")
-  if t.checkpoint_every_steps < 0:
-    raise ValueError(f"config field 'training.checkpoint_every_steps'={t.checkpoint_every_steps} "
-                     "must be >= 0 (0: save only at the end and on a stop signal)")
   if config.data.eval_files and (t.eval_batch_size % dp or t.eval_batch_size % num_processes):
     raise ValueError(f"config field 'training.eval_batch_size'={t.eval_batch_size} is not "
                      f"divisible by the data-parallel size {dp} and the number of processes "
@@ -347,17 +337,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   progress = metrics_lib.Progress(t.total_steps, start_step, tokens, flops, jax.device_count(),
                                   metrics_lib.peak_flops_per_device(jax.devices()[0],
                                                                     model_cfg.dtype))
-  last_train, last_eval, pending, previous = {}, {}, None, None
+  last_train, last_eval, pending = {}, {}, None
   step = start_step
   save_position = lambda directory: _save_position(train_iter, directory)
 
-  def check_finite(step_metrics, at_step):
-    streak = int(jax.device_get(step_metrics["nonfinite_streak"]))
-    if streak >= t.max_nonfinite_steps:
-      raise NonFiniteLossError(
-          f"{streak} consecutive steps up to step {at_step} had a non-finite loss or gradient "
-          f"(config field 'training.max_nonfinite_steps'={t.max_nonfinite_steps}); the last "
-          "checkpoint holds the last good parameters")
+  guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
 
   def report(step_metrics, at_step):
     values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
@@ -374,11 +358,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         step += 1
         if step == start_step + 1:
           progress.start(step)  # the first step included compilation
-        # Every step's streak is read, one step behind (this one is queued): a run of non-finite
-        # steps between two log steps must stop the run too.
-        if previous is not None:
-          check_finite(*previous)
-        previous = (step_metrics, step)
+        guard.after_step(step_metrics, step)
         if pending is not None:   # read the previous report now that this step is queued
           last_train = report(*pending)
           pending = None
@@ -392,7 +372,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                        for k, v in last_eval.items()), flush=True)
         stopping = stop.should_stop(step)
         if ckpt.should_save(step) or stopping or step == t.total_steps:
-          check_finite(step_metrics, step)
+          guard.check(step_metrics, step)  # never save a state that should stop the run
           if pending is not None:  # the log is complete up to every checkpoint
             last_train = report(*pending)
             pending = None

@@ -180,6 +180,55 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
   return step_fn
 
 
+# Counts and intervals of the training loop (config section `training`) that must be >= 1.
+_POSITIVE_LOOP_FIELDS = ("global_batch_size", "microbatches", "total_steps", "log_every_steps",
+                         "eval_every_steps", "eval_batch_size", "keep_checkpoints",
+                         "max_nonfinite_steps")
+
+
+def check_loop_fields(training: Mapping[str, Any]) -> None:
+  """Fails on loop settings that cannot work (a zero interval, keep 0 checkpoints), naming the
+  field; `checkpoint_every_steps` may be 0 (no periodic saves)."""
+  for field in _POSITIVE_LOOP_FIELDS:
+    if training[field] < 1:
+      raise ValueError(f"config field 'training.{field}'={training[field]} must be at least 1")
+  if training["checkpoint_every_steps"] < 0:
+    raise ValueError(f"config field 'training.checkpoint_every_steps'="
+                     f"{training['checkpoint_every_steps']} must be >= 0 (0: no periodic saves)")
+
+
+class NonFiniteLossError(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class NonFiniteGuard:
+  """Stops a run after `limit` consecutive non-finite steps (`training.max_nonfinite_steps`).
+
+  Every step's streak is read, one step behind: `after_step` is called once the next step is
+  queued, so reading the previous one's streak does not leave the device idle. A run of skipped
+  steps between two logging steps is caught too.
+  """
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self._previous = None
+
+  def after_step(self, step_metrics: Mapping[str, Array], step: int) -> None:
+    """Checks the step queued before this one, and remembers this one."""
+    if self._previous is not None:
+      self.check(*self._previous)
+    self._previous = (step_metrics, step)
+
+  def check(self, step_metrics: Mapping[str, Array], step: int) -> None:
+    """Raises NonFiniteLossError if the streak up to `step` reached the limit (blocks on it)."""
+    streak = int(jax.device_get(step_metrics["nonfinite_streak"]))
+    if streak >= self.limit:
+      raise NonFiniteLossError(
+          f"{streak} consecutive steps up to step {step} had a non-finite loss or gradient "
+          f"(config field 'training.max_nonfinite_steps'={self.limit}); the last checkpoint "
+          "holds the last good parameters")
+
+
 def make_eval_step(objective: Objective):
   """(params, batch) -> additive statistics, to be summed over the eval set (then `metrics`)."""
 

@@ -139,6 +139,18 @@ def test_invalid_configs_fail_before_compiling(devices, change, field, static_re
     pretrain.validate(config, 1)
 
 
+@pytest.mark.parametrize("field,value", [("microbatches", 0), ("total_steps", 0),
+                                         ("log_every_steps", 0), ("eval_every_steps", 0),
+                                         ("eval_batch_size", 0), ("keep_checkpoints", 0),
+                                         ("max_nonfinite_steps", 0), ("checkpoint_every_steps", -1)])
+def test_loop_fields_shared_by_pretraining_and_fine_tuning(field, value):
+  training = tiny_config().training
+  trainer.check_loop_fields(training)
+  training[field] = value
+  with pytest.raises(ValueError, match=rf"'training\.{field}'={value}"):
+    trainer.check_loop_fields(training)
+
+
 def test_missing_data_files(tmp_path):
   config = tiny_config(str(tmp_path / "nothing-*.tfrecord"))
   config.partitioning.mesh = {"data": -1}
