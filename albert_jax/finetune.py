@@ -268,6 +268,10 @@ def resolve_model_config(config: ml_collections.ConfigDict,
   return config
 
 
+# Evaluation metrics where lower is better; the best evaluation is kept by the highest value.
+_LOWER_IS_BETTER = ("mse", "task_loss")
+
+
 def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -> None:
   """Fails before any compilation on settings that cannot work, naming the field."""
   t, task = config.training, config.task
@@ -293,10 +297,14 @@ def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -
         f"{config.model.vocab_size}; fine-tune with the SentencePiece model the checkpoint was "
         "pretrained with")
   evals = tasks_lib.split_list(task.eval_splits)
-  split, _, _ = task.selection_metric.partition("/")
+  split, _, metric = task.selection_metric.partition("/")
   if split not in evals:
     raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r} must be "
                      f"'<eval split>/<metric>' with the split one of task.eval_splits={evals}")
+  if metric in _LOWER_IS_BETTER:
+    raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r}: the best "
+                     "evaluation is the one with the highest value, and lower is better for "
+                     f"{metric!r}; select by a score (e.g. pearson, accuracy, f1)")
 
 
 # ----------------------------------------------------------------------------------------------

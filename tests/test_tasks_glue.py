@@ -210,3 +210,19 @@ def test_host_rows_follow_the_mesh():
   for mesh in ({"data": -1}, {"data": 2, "fsdp": 2, "tensor": 2}):
     rows = partitioning.host_rows(partitioning.create_mesh(mesh), 16)
     assert rows.tolist() == list(range(16))
+
+
+def test_stsb_test_split_from_tfds_is_unlabelled():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def as_dataset(builder, split, **kwargs):
+    """glue/stsb test as tfds serves it: label -1.0, which is also a possible score."""
+    del builder, split, kwargs
+    return tf.data.Dataset.from_tensor_slices({
+        "sentence1": ["a man plays", "a dog runs"], "sentence2": ["a man sings", "a cat runs"],
+        "idx": np.array([0, 1], np.int32), "label": np.array([-1.0, -1.0], np.float32)})
+
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset):
+    test = glue.read_examples(task_config("stsb", source="tfds"), "test")
+  assert [e.label for e in test] == [None, None]

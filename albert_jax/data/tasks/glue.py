@@ -201,7 +201,8 @@ def read_examples(task: ml_collections.ConfigDict, split: str) -> list[Example]:
   for ex in tasks_lib.tfds_examples(dataset, tfds_split, task.tfds_data_dir):
     texts = [ex[k] for k in spec.tfds_keys]
     label = ex["label"]
-    unlabeled = spec.labels is not None and label < 0  # tfds test splits have label -1
+    # tfds gives GLUE test splits (and AX) label -1, also STS-B's (-1.0, a possible score).
+    unlabeled = tfds_split.startswith("test") or (spec.labels is not None and label < 0)
     examples.append(Example(str(ex["idx"]), texts[0], texts[1] if len(texts) > 1 else None,
                             None if unlabeled else label))
   return examples
