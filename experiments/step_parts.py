@@ -51,6 +51,12 @@ def _depth(cfg: ModelConfig) -> int:
   return cfg.num_hidden_layers * cfg.inner_group_num
 
 
+def _depth_scan_loss(layer: Callable[[Any], Any], x: Any, cfg: ModelConfig) -> Any:
+  """A scalar loss: `layer` applied L times under a scan (like the encoder's), summed."""
+  out, _ = jax.lax.scan(lambda h, _: (layer(h), None), x, None, length=_depth(cfg))
+  return jnp.sum(out.astype(jnp.float32))
+
+
 def dense_matmuls_alone(cfg: ModelConfig, rows: int):
   """(fn, args, FLOPs): the encoder's dense matmuls alone, forward + backward, on one device.
 
@@ -69,8 +75,7 @@ def dense_matmuls_alone(cfg: ModelConfig, rows: int):
 
   def loss(weights, x):
     wq, wk, wv, wo, w1, w2 = weights
-    layer = lambda x, _: ((((x @ wq + x @ wk + x @ wv) @ wo) @ w1) @ w2, None)
-    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
+    return _depth_scan_loss(lambda h: (((h @ wq + h @ wk + h @ wv) @ wo) @ w1) @ w2, x, cfg)
 
   flops = 3 * 2 * rows * (4 * h * h + 2 * h * i) * _depth(cfg)
   return jax.jit(jax.grad(loss, argnums=(0, 1))), (weights, x), flops
@@ -84,9 +89,8 @@ def attention_core_alone(cfg: ModelConfig, batch: int, seq: int):
   mask_bias = jnp.zeros((batch, 1, 1, seq), jnp.float32)
 
   def loss(x):
-    layer = lambda x, _: (modeling.attention_core(x, x, x, mask_bias, lambda p: p, cfg.dtype),
-                          None)
-    return jnp.sum(jax.lax.scan(layer, x, None, length=_depth(cfg))[0].astype(jnp.float32))
+    return _depth_scan_loss(
+        lambda h: modeling.attention_core(h, h, h, mask_bias, lambda p: p, cfg.dtype), x, cfg)
 
   flops = 3 * 2 * 2 * batch * seq * seq * cfg.hidden_size * _depth(cfg)
   return jax.jit(jax.grad(loss)), (x,), flops
