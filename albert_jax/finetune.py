@@ -307,6 +307,17 @@ def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -
                      f"{metric!r}; select by a score (e.g. pearson, accuracy, f1)")
 
 
+def check_selection_metric(task: ml_collections.ConfigDict, evals: list[tasks_lib.Split]) -> None:
+  """Fails before training when the selection split will not report `task.selection_metric`."""
+  split_name, _, metric = task.selection_metric.partition("/")
+  split = next(s for s in evals if s.name == split_name)
+  names = tasks_lib.family_module(task.family).metric_names(task, split)
+  if metric not in names:
+    reported = (f"it reports {sorted(names)}" if names else "it has no labels, so no metrics")
+    raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r}: the "
+                     f"{split_name!r} split has no metric {metric!r}; {reported}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Data, evaluation, parameters.
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +411,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                          files.features_dir, is_chief)
   train = load(task.train_split, True)
   evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
+  check_selection_metric(task, evals)
   # Test splits are read now so that a missing or malformed file fails before training.
   tests = [load(s, False) for s in tasks_lib.split_list(task.predict_splits)]
 
@@ -439,9 +451,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def evaluate_and_keep(at_step: int) -> None:
     nonlocal best
     values, predictions = evaluate(config, predict_fn, state.params, evals, mesh, rules)
-    if metric not in values:
-      raise ValueError(f"config field 'task.selection_metric'={metric!r} is not among the "
-                       f"evaluation metrics {sorted(values)}")
     history.append({"step": at_step, "metrics": values})
     files.write_history(metric, head_from, history)
     writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})

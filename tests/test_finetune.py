@@ -187,6 +187,11 @@ def test_bad_input_fails_clearly(tmp_path, spm_model):
                        task__selection_metric="validation/mse")
   with pytest.raises(ValueError, match=r"'task.selection_metric'='validation/mse'.*lower is better"):
     finetune.run(config, str(tmp_path / "e"))
+  config = load_config("finetune_glue", "task=stsb,runlocal", spm_model,
+                       task__selection_metric="validation/accuracy")
+  with pytest.raises(ValueError, match=r"no metric 'accuracy'; it reports \['mse', 'pearson', "
+                                       r"'spearman'\]"):
+    finetune.run(config, str(tmp_path / "f"))
   config = load_config("finetune_glue", "task=rte,runlocal", spm_model, task__spm_model="")
   config.task.spm_corpus = ""
   with pytest.raises(ValueError, match="'task.spm_model' is empty"):

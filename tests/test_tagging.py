@@ -120,6 +120,7 @@ def test_entity_cut_by_the_split_is_scored_whole():
   metrics, predicted = tagging.evaluate(task, split, {"logits": logits})
   assert predicted == [[1, 2, 2, 0]]
   assert metrics["f1"] == 1.0 and metrics["recall_PER"] == 1.0
+  assert tagging.metric_names(task, split) == set(metrics)
   # I- tags without a B- (IOB1 style) still form the one entity.
   split, logits, _ = _split_with_logits([ex], 6, 2, [[2, 2, 2, 0]])
   assert tagging.evaluate(task, split, {"logits": logits})[0]["f1"] == 1.0

@@ -168,7 +168,7 @@ def test_outputs(tmp_path, spm_model):
     split_data = glue.load_split(task_config(name, max_eval_examples=2), tok, split, False)
     assert not split_data.has_labels
     metrics, _ = glue.evaluate(task_config(name), split_data, {"logits": np.zeros((2, 3))})
-    assert metrics == {}
+    assert metrics == {} and glue.metric_names(task_config(name), split_data) == set()
     (path,) = glue.write_outputs(task_config(name), split_data, preds, str(tmp_path))
     assert os.path.basename(path) == want_file
     rows = [line.split("\t") for line in open(path).read().splitlines()]
@@ -177,6 +177,7 @@ def test_outputs(tmp_path, spm_model):
   logits = np.stack([1 - dev.arrays["label"], dev.arrays["label"]], -1).astype(np.float32)
   metrics, preds = glue.evaluate(task_config("mrpc"), dev, {"logits": logits})
   assert metrics == {"accuracy": 1.0, "f1": 1.0}
+  assert glue.metric_names(task_config("mrpc"), dev) == set(metrics)
   (path,) = glue.write_outputs(task_config("mrpc"), dev, preds, str(tmp_path))
   assert open(path).readline().strip() == "index\tprediction\tlabel"
 

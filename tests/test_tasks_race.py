@@ -112,6 +112,7 @@ def test_tfds_source_and_scoring(tok, tmp_path):
   logits = np.array([[0, 3, 0, 0], [2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
   metrics, preds = race.evaluate(task_config(), split, {"logits": logits})
   assert metrics == {"accuracy": 0.5, "accuracy_middle": 0.5, "accuracy_high": 0.5}
+  assert race.metric_names(task_config(), split) == set(metrics)
   (path,) = race.write_outputs(task_config(), split, preds, str(tmp_path))
   first = json.loads(open(path).readline())
   assert (first["prediction"], first["label"], first["question_index"]) == ("B", "B", 0)

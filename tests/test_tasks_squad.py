@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from albert_jax import squad_postprocess
+from albert_jax.data import tasks as tasks_lib
 from albert_jax.data import tokenization
 from albert_jax.data.tasks import squad
 
@@ -147,6 +148,10 @@ def test_tfds_source_with_mock_data(tok):
   examples, meta = split.meta
   assert len(examples) == len(rows) and len(meta) >= len(rows)
   assert sum(e.is_impossible for e in examples) == 6
+  assert squad.metric_names(task_config("2.0"), split) == {
+      f"{prefix}{name}" for prefix in ("", "HasAns_", "NoAns_")
+      for name in ("exact", "f1", "total")} | {
+      "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh", "null_score_diff_threshold"}
 
 
 def _one_window(tok):
@@ -169,6 +174,10 @@ def test_v1_decoding(tok):
   start[0, 40], end[0, 60] = 2.5, 2.5     # padding positions: outside the window
   preds, nbest = squad_postprocess.v1_predictions([ex], meta, start, end, 20, 30)
   assert preds == {"q1": "1990"}
+  split = tasks_lib.Split("validation", arrays, ([ex], meta), True, {})
+  metrics, _ = squad.evaluate(task_config(), split, {"start_logits": start, "end_logits": end})
+  assert metrics == {"exact_match": 100.0, "f1": 100.0}
+  assert squad.metric_names(task_config(), split) == set(metrics)
   assert nbest["q1"][0]["start_log_prob"] == 3.0 and nbest["q1"][0]["end_log_prob"] == 2.0
   assert len({n["text"] for n in nbest["q1"]}) == len(nbest["q1"])  # deduplicated by text
   assert sum(n["probability"] for n in nbest["q1"]) == pytest.approx(1.0)
@@ -193,6 +202,9 @@ def test_v2_decoding(tok):
   }
   best, null, nbest = squad_postprocess.v2_predictions([ex], meta, outputs, 20, 30)
   assert best == {"q1": "2001"} and null == {"q1": 0.75}
+  split = tasks_lib.Split("validation", {}, ([ex], meta), True, {})
+  metrics, _ = squad.evaluate(task_config("2.0"), split, outputs)
+  assert squad.metric_names(task_config("2.0"), split) == set(metrics)
   assert len(nbest["q1"]) == 1  # the end before the start is dropped
   best, null, _ = squad_postprocess.v2_predictions(
       [ex, squad.Example("q2", "?", "x", "", -1, False, ())], meta, outputs, 20, 30)

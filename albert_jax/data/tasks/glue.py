@@ -289,6 +289,14 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   return task_metrics.glue_metrics(task.name, preds, labels), preds
 
 
+def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set[str]:
+  """The metrics `evaluate` reports for `split` (none for an unlabelled split)."""
+  if not split.has_labels:
+    return set()
+  labels = [e.label for e in split.meta]
+  return set(task_metrics.glue_metrics(task.name, labels, labels))
+
+
 def _prediction_text(spec: GlueTask, pred: Any) -> str:
   if spec.labels is None:
     return f"{pred:.3f}"

@@ -173,6 +173,13 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   return metrics, list(zip(preds, probs))
 
 
+def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set[str]:
+  """The metrics `evaluate` reports for `split` (a level absent from the split has none)."""
+  del task
+  labels = [e.label for e in split.meta]
+  return set(task_metrics.race_accuracy(labels, labels, [e.level for e in split.meta]))
+
+
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predictions: list,
                   out_dir: str) -> list[str]:
   """`race_<split>_predictions.jsonl`: one line per question with the predicted letter."""

@@ -363,7 +363,7 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
              outputs: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, Any]]:
   """Official decoding and scoring: v1 EM/F1; v2 with the dev-tuned null threshold."""
   examples, meta = split.meta
-  gold = {ex.qas_id: list(ex.gold_answers) for ex in examples}
+  gold = _gold_answers(examples)
   if task.version == "1.1":
     preds, nbest = squad_postprocess.v1_predictions(
         examples, meta, outputs["start_logits"], outputs["end_logits"], task.n_best_size,
@@ -374,6 +374,21 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
       examples, meta, outputs, task.n_best_size, task.max_answer_length)
   metrics, preds = task_metrics.squad_v2_albert_eval(gold, best, null_scores)
   return metrics, {"predictions": preds, "nbest": nbest, "null_odds": null_scores}
+
+
+def _gold_answers(examples) -> dict[str, list[str]]:
+  return {ex.qas_id: list(ex.gold_answers) for ex in examples}
+
+
+def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set[str]:
+  """The metrics `evaluate` reports for `split`: those of a perfect prediction (v2's HasAns_*
+  and NoAns_* only where the split has such questions)."""
+  gold = _gold_answers(split.meta[0])
+  perfect = {qid: answers[0] if answers else "" for qid, answers in gold.items()}
+  if task.version == "1.1":
+    return set(task_metrics.squad_v1_evaluate(gold, perfect))
+  null_scores = {qid: 0.0 if answers else 1.0 for qid, answers in gold.items()}
+  return set(task_metrics.squad_v2_albert_eval(gold, perfect, null_scores)[0])
 
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,

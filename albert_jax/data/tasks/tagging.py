@@ -336,8 +336,22 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   if not split.has_labels:
     return {}, predicted
   names = labels(task)
-  gold = [[names[i] for i in e.labels] for e in examples]
-  return score(task, gold, [[names[i] for i in p] for p in predicted]), predicted
+  metrics = score(task, _gold_tags(task, examples), [[names[i] for i in p] for p in predicted])
+  return metrics, predicted
+
+
+def _gold_tags(task: ml_collections.ConfigDict, examples) -> list[list[str]]:
+  names = labels(task)
+  return [[names[i] for i in e.labels] for e in examples]
+
+
+def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set[str]:
+  """The metrics `evaluate` reports for `split`: those of a perfect prediction (with entity
+  scoring, one set per entity type in the gold tags)."""
+  if not split.has_labels:
+    return set()
+  gold = _gold_tags(task, split.meta[0])
+  return set(score(task, gold, gold))
 
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
