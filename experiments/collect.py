@@ -29,11 +29,13 @@ _OUT = flags.DEFINE_string("out", None, "output directory (default ROOT/<sweep>)
 
 # Fine-tuning tasks whose best dev score fills a paper column: column -> (task dir, metric keys
 # in the `best.metrics` of finetune.py's metrics.json, "<split>/<metric>").
-FINETUNE_COLUMNS = {"squad11": ("squad_v1.1", ("validation/f1", "validation/exact_match")),
-                    "squad20": ("squad_v2.0", ("validation/f1", "validation/exact")),
-                    "mnli": ("mnli", ("validation_matched/accuracy",)),
-                    "sst2": ("sst2", ("validation/accuracy",)),
-                    "race": ("race", ("dev/accuracy",))}
+# paper column -> (fine-tuning task directory, metrics, factor to percent): the SQuAD scripts
+# report percentages, accuracies are fractions.
+FINETUNE_COLUMNS = {"squad11": ("squad_v1.1", ("validation/f1", "validation/exact_match"), 1),
+                    "squad20": ("squad_v2.0", ("validation/f1", "validation/exact"), 1),
+                    "mnli": ("mnli", ("validation_matched/accuracy",), 100),
+                    "sst2": ("sst2", ("validation/accuracy",), 100),
+                    "race": ("race", ("dev/accuracy",), 100)}
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -57,7 +59,7 @@ def last(rows: list[dict], key: str) -> Optional[float]:
 def finetune_scores(workdir: str) -> dict[str, str]:
   """{paper column: our best dev score} from the run's fine-tuning metrics, where present."""
   out = {}
-  for column, (task, keys) in FINETUNE_COLUMNS.items():
+  for column, (task, keys, to_percent) in FINETUNE_COLUMNS.items():
     path = os.path.join(workdir, "finetune", task, "metrics.json")
     if not os.path.exists(path):
       continue
@@ -66,7 +68,7 @@ def finetune_scores(workdir: str) -> dict[str, str]:
     metrics = best.get("metrics", best)
     values = [metrics.get(k) for k in keys]
     if all(v is not None for v in values):
-      out[column] = "/".join(f"{100 * v if v <= 1 else v:.1f}" for v in values)
+      out[column] = "/".join(f"{to_percent * v:.1f}" for v in values)
   return out
 
 
@@ -81,7 +83,7 @@ def collect(sweep: sweeps.Sweep, root: str) -> list[dict[str, Any]]:
       with open(config_path) as f:
         model = json.load(f)["config"]["model"]
     else:
-      model = sweeps.run_config(run, substitutions={"extra_data": ""}).model.to_dict()
+      model = sweeps.run_config(run).model.to_dict()
     mlm = last(metrics, "eval/mlm_accuracy")
     sop = last(metrics, "eval/sop_accuracy")
     source = "eval"

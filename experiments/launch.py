@@ -8,14 +8,19 @@
         --spm_model=gs://bucket/30k-clean.model --mode=tpu --tpu=my-v3-512 --zone=europe-west4-a
     python experiments/launch.py --sweep=depth ... --mode=slurm --slurm_nodes=4   # writes sbatch files
 
-A run is finished when its workdir has DONE.json. `--set field=value` adds overrides to every run
-(e.g. `--set training.total_steps=10` for a rehearsal). Runs that warm-start from an earlier run of
-the sweep (the depth sweep) point `init_from.path` at that run's workdir, so they must run in order.
+A run is finished when its workdir has DONE.json, written once it reached training.total_steps.
+A local sweep stopped by SIGINT/SIGTERM saves the current run and stops; launching it again resumes
+that run. `--set field=value` adds overrides to every run (e.g. `--set training.total_steps=10` for
+a rehearsal). Runs that warm-start from an earlier run of the sweep (the depth sweep) point
+`init_from.path` at that run's workdir, so they must run in order.
+
+Every run needs the data flags its `train_files` names: --data, plus --nsp_data for Table 5's NSP
+run and --extra_data for Table 7's additional-data run. With --runlocal, a run whose flags are not
+all given trains on records made from the bundled corpus (NSP records for the NSP run).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -36,8 +41,10 @@ _ONLY = flags.DEFINE_list("only", [], "run only these run names")
 _SET = flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)")
 _DATA = flags.DEFINE_string("data", "", "training records (data.train_files)")
 _EVAL_DATA = flags.DEFINE_string("eval_data", "", "held-out records (data.eval_files)")
-_EXTRA_DATA = flags.DEFINE_string("extra_data", "", "records with the additional data (Table 7)")
-_NSP_DATA = flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run")
+_EXTRA_DATA = flags.DEFINE_string("extra_data", "", "the additional data's records, added to "
+                                   "--data in Table 7's additional_data run")
+_NSP_DATA = flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run "
+                                "(create_pretraining_data --random_next_sentence)")
 _SPM = flags.DEFINE_string("spm_model", "", "SentencePiece model (data.spm_model)")
 _TPU = flags.DEFINE_string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
 _ZONE = flags.DEFINE_string("zone", "$ZONE", "TPU zone (--mode=tpu)")
@@ -49,15 +56,22 @@ def workdir(root: str, sweep: sweeps.Sweep, run: sweeps.Run) -> str:
   return os.path.join(root, sweep.name, run.name)
 
 
+def data_flag_values() -> dict[str, str]:
+  return {"data": _DATA.value, "extra_data": _EXTRA_DATA.value, "nsp_data": _NSP_DATA.value}
+
+
+def missing_data_flags(run: sweeps.Run) -> list[str]:
+  return [name for name in sweeps.data_flags(run) if not data_flag_values()[name]]
+
+
 def overrides(sweep: sweeps.Sweep, run: sweeps.Run, root: str, runlocal: bool,
               extra: dict) -> ml_collections.ConfigDict:
   """The run's full config: sweep overrides, data flags, warm start, then --set."""
-  config = sweeps.run_config(run, runlocal, {"extra_data": _EXTRA_DATA.value})
-  data = {"train_files": _DATA.value, "eval_files": _EVAL_DATA.value, "spm_model": _SPM.value}
-  if run.overrides.get("data.random_next_sentence") and _NSP_DATA.value:
-    data["train_files"] = _NSP_DATA.value
-  for key, value in data.items():
-    if value and not (key == "train_files" and "data.train_files" in run.overrides):
+  config = sweeps.run_config(run, runlocal)
+  if not missing_data_flags(run):
+    config.data.train_files = run.train_files.format(**data_flag_values())
+  for key, value in (("eval_files", _EVAL_DATA.value), ("spm_model", _SPM.value)):
+    if value:
       config.data[key] = value
   if run.init_from_run:
     config.init_from.path = os.path.join(root, sweep.name, run.init_from_run)
@@ -79,7 +93,7 @@ def parse_sets(items: list[str]) -> dict:
 
 def command(run: sweeps.Run, config: ml_collections.ConfigDict, wd: str, runlocal: bool) -> str:
   """The `albert_jax.main` command line of a run (every field that differs from the preset)."""
-  base = sweeps.run_config(dataclasses.replace(run, overrides={}), runlocal)
+  base = sweeps.preset_config(run, runlocal)  # what the --config argument below gives
   args = [sys.executable if _MODE.value == "local" else "python", "-m", "albert_jax.main",
           f"--config=configs/pretrain.py:size={run.size},version={run.version}"
           + (",runlocal" if runlocal else ""), f"--workdir={wd}"]
@@ -106,21 +120,27 @@ def _flag_value(value) -> str:
   return str(value)
 
 
-def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> None:
+def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> bool:
+  """Trains the run to the end (True), or until a signal stopped it (False)."""
   from albert_jax import pretrain  # pylint: disable=g-import-not-at-top
   done = os.path.join(wd, "DONE.json")
   if os.path.exists(done):
     print(f"[{sweep.name}/{run.name}] finished earlier: skipped", flush=True)
-    return
+    return True
   os.makedirs(wd, exist_ok=True)
   with open(os.path.join(wd, "run.json"), "w") as f:
     json.dump({"sweep": sweep.name, "run": run.name, "config": config.to_dict()}, f, indent=2,
               default=str)
   print(f"[{sweep.name}/{run.name}] training in {wd}", flush=True)
   result = pretrain.run(config, wd)
+  if result["step"] < config.training.total_steps:  # SIGINT/SIGTERM: saved, not finished
+    print(f"[{sweep.name}/{run.name}] stopped at step {result['step']} of "
+          f"{config.training.total_steps}; launch the sweep again to resume", flush=True)
+    return False
   with open(done, "w") as f:
     json.dump({"step": result["step"], "train": result["train"], "eval": result["eval"]}, f,
               indent=2)
+  return True
 
 
 def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
@@ -133,22 +153,26 @@ def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
 def main(argv):
   del argv
   sweep = sweeps.get_sweep(_SWEEP.value)
-  for need in sweep.needs:
-    if _MODE.value == "local" and not _RUNLOCAL.value and not flags.FLAGS[need].value:
-      raise app.UsageError(f"sweep {sweep.name} needs --{need}")
   extra = parse_sets(_SET.value)
   runs = [r for r in sweep.runs if not _ONLY.value or r.name in _ONLY.value]
   unknown = set(_ONLY.value) - {r.name for r in sweep.runs}
   if unknown:
     raise app.UsageError(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}")
+  for run in runs:
+    missing = missing_data_flags(run)
+    if missing and not _RUNLOCAL.value:
+      raise app.UsageError(f"run {sweep.name}/{run.name} trains on {run.train_files}: give "
+                           + " and ".join(f"--{m}" for m in missing)
+                           + (f" ({run.note})" if run.note else ""))
   lines = []
   for run in runs:
     wd = workdir(_ROOT.value, sweep, run)
     config = overrides(sweep, run, _ROOT.value, _RUNLOCAL.value, extra)
     if _MODE.value == "local":
-      if _RUNLOCAL.value and not _DATA.value:
+      if missing_data_flags(run):  # runlocal: records made from the bundled corpus
         config = shared_local_data(_ROOT.value, config)
-      run_local(sweep, run, config, wd)
+      if not run_local(sweep, run, config, wd):
+        return
       continue
     cmd = command(run, config, wd, _RUNLOCAL.value)
     if _MODE.value == "tpu":

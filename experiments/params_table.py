@@ -30,7 +30,7 @@ def rows() -> list[dict]:
   out = []
   for sweep in sweeps.SWEEPS.values():
     for run in sweep.runs:
-      config = sweeps.run_config(run, substitutions={"extra_data": ""})
+      config = sweeps.run_config(run)
       ours = param_count.count_params(config.model)
       paper = run.paper["params"]
       agrees = abs(ours - paper) < 1e6

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import string
 from typing import Any, Mapping
 
 import ml_collections
@@ -30,6 +31,8 @@ class Run:
   version: int = 1                           # v1 = the paper's 125k-step setting
   init_from_run: str = ""                    # warm start from this earlier run of the sweep
   note: str = ""
+  # data.train_files from the launcher's data flags, named in braces: --data, --extra_data, --nsp_data
+  train_files: str = "{data}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,6 @@ class Sweep:
   name: str
   title: str
   runs: tuple[Run, ...]
-  needs: tuple[str, ...] = ()                # data the launcher must be given (e.g. extra_data)
 
 
 def _row(params, squad11, squad20, mnli, sst2, race, avg, **extra):
@@ -62,7 +64,8 @@ TABLE2 = Sweep("table2", "Table 2: BERT vs ALBERT model sizes (125k steps)", (
                                             speedup=0.6)),
     Run("albert_xxlarge", "xxlarge", {}, _row(235e6, "94.1/88.3", "88.1/85.1", 88.0, 95.2, 82.3,
                                               88.7, speedup=0.3),
-        note="the paper's 235M is not reproducible from the released shapes (222.6M)"),
+        note="the paper's 235M is not reproducible from the released shapes (222.6M); the paper "
+        "warm-starts xxlarge from a 6-layer network (footnote 5): set init_from.path"),
 ))
 
 _T3 = {  # (sharing, E): paper row
@@ -100,7 +103,8 @@ TABLE5 = Sweep("table5", "Table 5: inter-sentence loss, ALBERT-base", (
              sop_acc=53.3)),
     Run("nsp", "base", {"training.inter_sentence_loss": "nsp", "data.random_next_sentence": True},
         _row(12e6, "88.4/81.5", "77.2/74.6", 81.6, 91.1, 62.3, 79.2, mlm_acc=54.5, nsp_acc=90.5,
-             sop_acc=52.0), note="needs NSP records (create_pretraining_data --random_next_sentence)"),
+             sop_acc=52.0), train_files="{nsp_data}",
+        note="NSP records: create_pretraining_data --random_next_sentence"),
     Run("sop", "base", {}, _row(12e6, "89.3/82.3", "80.0/77.1", 82.0, 90.3, 64.0, 80.1,
                                 mlm_acc=54.0, nsp_acc=78.9, sop_acc=86.5)),
 ))
@@ -108,10 +112,10 @@ TABLE5 = Sweep("table5", "Table 5: inter-sentence loss, ALBERT-base", (
 TABLE7 = Sweep("table7", "Table 7: additional training data, ALBERT-base", (
     Run("no_additional_data", "base", {}, _row(12e6, "89.3/82.3", "80.0/77.1", 81.6, 90.3, 64.0,
                                                80.1)),
-    Run("additional_data", "base", {"data.train_files": "{extra_data}"},
-        _row(12e6, "88.8/81.7", "79.1/76.3", 82.4, 92.8, 66.0, 80.8),
-        note="train_files = Wikipedia + BookCorpus + the additional data (--extra_data)"),
-), needs=("extra_data",))
+    Run("additional_data", "base", {}, _row(12e6, "88.8/81.7", "79.1/76.3", 82.4, 92.8, 66.0, 80.8),
+        train_files="{data},{extra_data}",
+        note="Wikipedia + BookCorpus (--data) and the additional data (--extra_data)"),
+))
 
 TABLE8 = Sweep("table8", "Table 8: dropout, ALBERT-xxlarge (~1M steps)", (
     Run("with_dropout", "xxlarge", {"model.hidden_dropout_prob": 0.1,
@@ -166,10 +170,21 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
   node[leaf] = value
 
 
-def _local_model(run: Run, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def preset_config(run: Run, runlocal: bool = False) -> ml_collections.ConfigDict:
+  """configs/pretrain.py at the run's preset, as `--config=configs/pretrain.py:<arg>` gives it."""
+  pretrain = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")
+  return pretrain.get_config(f"size={run.size},version={run.version}"
+                             + (",runlocal" if runlocal else ""))
+
+
+def data_flags(run: Run) -> list[str]:
+  """The launcher's data flags that `run.train_files` names (e.g. ["data", "extra_data"])."""
+  return [field for _, field, _, _ in string.Formatter().parse(run.train_files) if field]
+
+
+def _local_model(run: Run) -> dict[str, Any]:
   """The run's model changes at tiny scale: width relative to 1024 and E relative to H kept."""
-  full = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain").get_config(
-      f"size={run.size},version={run.version}").model
+  full = preset_config(run).model
   for key, value in run.overrides.items():
     if key.startswith("model."):
       full[key[len("model."):]] = value
@@ -182,24 +197,14 @@ def _local_model(run: Run, config: ml_collections.ConfigDict) -> dict[str, Any]:
               attention_probs_dropout_prob=full.attention_probs_dropout_prob)
 
 
-def run_config(run: Run, runlocal: bool = False,
-               substitutions: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
-  """The pretraining ConfigDict of `run` ({name} placeholders filled from `substitutions`)."""
-  pretrain = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")
-  arg = f"size={run.size},version={run.version}" + (",runlocal" if runlocal else "")
-  config = pretrain.get_config(arg)
+def run_config(run: Run, runlocal: bool = False) -> ml_collections.ConfigDict:
+  """The pretraining ConfigDict of `run` (its data files are the launcher's: `data_flags`)."""
+  config = preset_config(run, runlocal)
   for key, value in run.overrides.items():
-    if isinstance(value, str) and "{" in value:
-      try:
-        value = value.format(**(substitutions or {}))
-      except KeyError as e:
-        raise ValueError(f"run {run.name!r} needs --{e.args[0]}") from e
-    if runlocal and key.startswith("model."):
-      continue
-    if runlocal and key == "training.total_steps":
+    if runlocal and (key.startswith("model.") or key == "training.total_steps"):
       continue
     _set(config, key, value)
   if runlocal:
-    for key, value in _local_model(run, config).items():
+    for key, value in _local_model(run).items():
       config.model[key] = value
   return config

@@ -1,7 +1,9 @@
 """experiments/: sweeps, parameter table, launcher (with a whole Table 4 rehearsal), collection."""
 
 import csv
+import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -26,13 +28,16 @@ def test_every_sweep_builds_valid_configs():
     assert len(names) == len(set(names)), sweep.name
     for run in sweep.runs:
       for runlocal in (False, True):
-        config = sweeps.run_config(run, runlocal, {"extra_data": "/data/extra/*.tfrecord"})
+        config = sweeps.run_config(run, runlocal)
         ModelConfig.from_any(config.model)
         assert set(sweeps.PAPER_COLUMNS) <= set(run.paper), run.name
   depth = sweeps.get_sweep("depth")
   assert [r.init_from_run for r in depth.runs] == ["", "L1", "L3", "L6", "L12", "L24"]
-  with pytest.raises(ValueError, match="extra_data"):
-    sweeps.run_config(sweeps.get_sweep("table7").runs[1])
+  data_flags = {(s.name, r.name): sweeps.data_flags(r) for s in sweeps.SWEEPS.values()
+                for r in s.runs}
+  assert data_flags.pop(("table5", "nsp")) == ["nsp_data"]
+  assert data_flags.pop(("table7", "additional_data")) == ["data", "extra_data"]
+  assert all(flags == ["data"] for flags in data_flags.values())
 
 
 def test_parameter_table_agrees_with_the_paper():
@@ -62,6 +67,65 @@ def test_launcher_prints_pod_and_slurm_commands(tmp_path):
   assert "srun" in script and "--config.model.layer_sharing=attention" in script
 
 
+def _config_of_command(line: str):
+  """The config `albert_jax.main` builds from a printed command line (its config flags)."""
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  args = [a.replace("--config=configs/", f"--config={REPO}/configs/")
+          for a in shlex.split(line) if a.startswith("--config")]
+  flag_values = absl_flags.FlagValues()
+  # config_flags finds the override flags in sys_argv when the flag is defined, as main's does.
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values,
+                                  sys_argv=["main"] + args)
+  flag_values(["main"] + args)
+  return flag_values.config
+
+
+@pytest.mark.parametrize("runlocal", [False, True])
+def test_printed_commands_give_each_runs_config(tmp_path, runlocal):
+  data = ["--data=gs://b/train/*", "--nsp_data=gs://b/nsp/*", "--extra_data=gs://b/extra/*"]
+  for sweep in sweeps.SWEEPS.values():
+    out = subprocess.run(
+        [sys.executable, "experiments/launch.py", f"--sweep={sweep.name}", f"--root={tmp_path}",
+         "--mode=print", *([] if runlocal else data)] + (["--runlocal"] if runlocal else []),
+        cwd=REPO, capture_output=True, text=True, env=ENV, check=True).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == len(sweep.runs)
+    for run, line in zip(sweep.runs, lines):
+      got, want = _config_of_command(line), sweeps.run_config(run, runlocal)
+      for section in ("model", "training", "optimizer"):
+        assert got[section].to_dict() == want[section].to_dict(), (sweep.name, run.name)
+      if not runlocal:
+        want_files = {"nsp": "gs://b/nsp/*", "additional_data": "gs://b/train/*,gs://b/extra/*"}
+        assert got.data.train_files == want_files.get(run.name, "gs://b/train/*"), run.name
+
+
+def test_launcher_refuses_runs_without_their_data(tmp_path):
+  for sweep, given, missing in (("table5", "--data=/d/*", "--nsp_data"),
+                                ("table7", "--data=/d/*", "--extra_data"),
+                                ("table4", "--eval_data=/e/*", "--data")):
+    out = subprocess.run([sys.executable, "experiments/launch.py", f"--sweep={sweep}",
+                          f"--root={tmp_path}", "--mode=print", given], cwd=REPO,
+                         capture_output=True, text=True, env=ENV)
+    assert out.returncode != 0 and f"give {missing}" in out.stderr, out.stderr[-2000:]
+
+
+def test_an_interrupted_local_run_is_not_marked_done(tmp_path, monkeypatch):
+  import launch  # pylint: disable=g-import-not-at-top
+  from albert_jax import pretrain  # pylint: disable=g-import-not-at-top
+  sweep = sweeps.get_sweep("table4")
+  run = sweep.runs[0]
+  config = sweeps.run_config(run, runlocal=True)
+  config.training.total_steps = 10
+  result = {"step": 4, "train": {}, "eval": {}}
+  monkeypatch.setattr(pretrain, "run", lambda config, wd: result)
+  assert not launch.run_local(sweep, run, config, str(tmp_path))  # stopped by a signal at step 4
+  assert not (tmp_path / "DONE.json").exists()
+  result["step"] = 10
+  assert launch.run_local(sweep, run, config, str(tmp_path))
+  assert (tmp_path / "DONE.json").exists()
+
+
 def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
   corpus = os.path.join(REPO, "data", "corpus")
   sets = ["training.total_steps=4", "training.log_every_steps=2", "training.eval_every_steps=4",
@@ -76,6 +140,12 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
   again = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV, check=True)
   assert again.stdout.count("finished earlier: skipped") == 8
 
+  # Fine-tuning scores: the SQuAD scripts report percentages, accuracies are fractions.
+  for task, metrics in (("squad_v1.1", {"validation/f1": 0.9, "validation/exact_match": 0.0}),
+                        ("mnli", {"validation_matched/accuracy": 0.845})):
+    (tmp_path / "table4" / "E128_all" / "finetune" / task).mkdir(parents=True)
+    (tmp_path / "table4" / "E128_all" / "finetune" / task / "metrics.json").write_text(
+        json.dumps({"best": {"metrics": metrics}}))
   out = subprocess.run([sys.executable, "experiments/collect.py", "--sweep=table4",
                         f"--root={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=ENV)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -84,6 +154,8 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
   rows = list(csv.DictReader(open(tmp_path / "table4" / "table4.csv")))
   assert len(rows) == 8 and all(float(r["mlm_accuracy"]) >= 0 for r in rows)
   assert all(r["steps"] == "4" for r in rows)
+  scored = next(r for r in rows if r["run"] == "E128_all")
+  assert (scored["squad11"], scored["mnli"]) == ("0.9/0.0", "84.5")
   for name in ("table4_curves.png", "table4_params.png"):
     assert open(tmp_path / "table4" / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
