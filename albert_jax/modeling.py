@@ -103,9 +103,11 @@ class AlbertAttention(nn.Module):
   init_salt: Optional[Array] = None  # see layers.dense; None when the attention is shared
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+               dropout_key: Optional[Array] = None) -> Array:
     cfg = self.config
     heads_, head_dim = cfg.num_attention_heads, cfg.head_dim
+    key = lambda i: None if dropout_key is None else jax.random.fold_in(dropout_key, i)
 
     def project(name):
       y = dense(cfg, cfg.hidden_size, ("hidden", "heads"), name, init_salt=self.init_salt)(x)
@@ -113,11 +115,11 @@ class AlbertAttention(nn.Module):
 
     dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
     context = attention_core(project("query"), project("key"), project("value"), mask_bias,
-                             lambda probs: dropout(probs, deterministic=deterministic), cfg.dtype)
+                             lambda probs: dropout(probs, deterministic, key(0)), cfg.dtype)
     context = checkpoint_name(context.reshape(context.shape[:2] + (cfg.hidden_size,)), "context")
     out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
         context)
-    out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic)
+    out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic, key(1))
     out = checkpoint_name(out + x, "attention_residual")
     return layer_norm(cfg, "hidden", "LayerNorm")(out).astype(cfg.dtype)
 
@@ -126,39 +128,49 @@ class AlbertLayer(nn.Module):
   """One post-LN Transformer block (official `attention_ffn_block`).
 
   `step` is the index of this layer's step in the depth scan (or None outside a scan); it salts
-  the init of the sub-trees that are not shared across depth.
+  the init of the sub-trees that are not shared across depth. `dropout_key` (None: the module's
+  'dropout' rng) is the layer's own dropout key; the depth scan passes one per layer.
   """
 
   config: ModelConfig
   step: Optional[Array] = None
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+               dropout_key: Optional[Array] = None) -> Array:
     cfg = self.config
     shared = _SHARED_KEYS[cfg.layer_sharing]
     salt = lambda key: None if key in shared else self.step
+    key = lambda i: None if dropout_key is None else jax.random.fold_in(dropout_key, i)
     a = AlbertAttention(cfg, init_salt=salt("attention"), name="attention")(
-        x, mask_bias, deterministic)
+        x, mask_bias, deterministic, key(0))
     h = dense(cfg, cfg.intermediate_size, ("hidden", "mlp"), "ffn", init_salt=salt("ffn"))(a)
     h = activation(cfg.hidden_act)(checkpoint_name(h, "ffn"))
     f = dense(cfg, cfg.hidden_size, ("mlp", "hidden"), "ffn_output",
               init_salt=salt("ffn_output"))(h)
-    f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
+    f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic, key(1))
     f = checkpoint_name(f + a, "ffn_residual")
     out = layer_norm(cfg, "hidden", "full_layer_layer_norm")(f).astype(cfg.dtype)
     return constrain(out, ("act_batch", "act_len", "act_hidden"))
 
 
 class AlbertLayerStep(nn.Module):
-  """One step of depth: the N inner layers of a group, each with its own weights."""
+  """One step of depth: the N inner layers of a group, each with its own weights.
+
+  Each layer's dropout key is the group's `dropout_key` folded with (step, n), so it depends on
+  the layer alone, not on how the depth scan is cut into `remat_scan_blocks`.
+  """
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool, step: Array):
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+               dropout_key: Optional[Array], step: Array):
     for n in range(self.config.inner_group_num):
+      key = (None if deterministic else
+             jax.random.fold_in(jax.random.fold_in(dropout_key, step), n))
       x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
-          x, mask_bias, deterministic)
+          x, mask_bias, deterministic, key)
     return x, None
 
 
@@ -189,21 +201,22 @@ def _remat(module_cls, policy: str):
     saveable = jax.checkpoint_policies.save_only_these_names(*MATMUL_AND_LAYERNORM_INPUTS)
   else:
     saveable = getattr(jax.checkpoint_policies, policy)
-  # static_argnums counts self: (self, x, mask_bias, deterministic, steps).
+  # static_argnums counts self: (self, x, mask_bias, deterministic, dropout_key, steps).
   return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,), policy=saveable)
 
 
 def _depth_scan(cfg: ModelConfig, length: int):
   """`length` steps of depth as a scanned module class, sharing per `layer_sharing`.
 
-  The scanned call is (x, mask_bias, deterministic, steps) with steps the [length] indices of the
-  steps in the group. The 'params' rng is not split across steps (broadcast weights must not depend
-  on the step); unshared weights are decorrelated by folding the step index into their init key.
+  The scanned call is (x, mask_bias, deterministic, dropout_key, steps) with steps the [length]
+  indices of the steps in the group. No rng is split across steps: broadcast weights must not
+  depend on the step, unshared weights are decorrelated by folding the step index into their init
+  key, and dropout keys by folding it into `dropout_key`.
   """
   step = AlbertLayerStep if cfg.remat_policy == "none" else _remat(AlbertLayerStep,
                                                                    cfg.remat_policy)
-  common = dict(in_axes=(nn.broadcast, nn.broadcast, 0), length=length,
-                split_rngs={"params": False, "dropout": True},
+  common = dict(in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=length,
+                split_rngs={"params": False, "dropout": False},
                 unroll=min(cfg.scan_unroll, length))
   if cfg.layer_sharing == "all":
     return nn.scan(step, variable_broadcast="params", **common)
@@ -233,8 +246,9 @@ class _DepthBlock(nn.Module):
     self.inner = _depth_scan(cfg, cfg.layers_per_group // cfg.depth_blocks)(cfg)
     nn.share_scope(self, self.inner)
 
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool, steps: Array):
-    return self.inner(x, mask_bias, deterministic, steps)
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+               dropout_key: Optional[Array], steps: Array):
+    return self.inner(x, mask_bias, deterministic, dropout_key, steps)
 
 
 class AlbertGroup(nn.Module):
@@ -253,10 +267,11 @@ class AlbertGroup(nn.Module):
       # recomputes the block's forward (saving its per-layer inputs) when it reaches it.
       # (`remat_scan_blocks` > 1 implies layer_sharing="all": every weight is broadcast.)
       scan = nn.scan(_remat(_DepthBlock, "nothing_saveable"), variable_broadcast="params",
-                     in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.depth_blocks,
-                     split_rngs={"params": False, "dropout": True})
+                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                     length=cfg.depth_blocks, split_rngs={"params": False, "dropout": False})
       steps = steps.reshape(cfg.depth_blocks, -1)
-    x, _ = scan(cfg, name="layers")(x, mask_bias, deterministic, steps)
+    dropout_key = None if deterministic else self.make_rng("dropout")
+    x, _ = scan(cfg, name="layers")(x, mask_bias, deterministic, dropout_key, steps)
     return x, None
 
 

@@ -156,14 +156,17 @@ def test_remat_scan_blocks_match_one_scan(blocks, groups, inner, policy):
   jax.tree.map(np.testing.assert_array_equal, params,
                blocked.init(jax.random.PRNGKey(0), ids)["params"])
 
-  def loss(model, p):
-    out = model.apply({"params": p}, ids, mask, types)
+  def loss(model, p, deterministic):
+    out = model.apply({"params": p}, ids, mask, types, deterministic=deterministic,
+                      rngs={"dropout": jax.random.PRNGKey(1)})
     return jnp.sum(out["mlm_logits"] ** 2) + jnp.sum(out["sop_logits"])
 
-  l1, g1 = jax.value_and_grad(lambda p: loss(plain, p))(params)
-  l2, g2 = jax.value_and_grad(lambda p: loss(blocked, p))(params)
-  np.testing.assert_allclose(l1, l2, rtol=1e-6)
-  jax.tree.map(assert_grad_close, g1, g2)
+  # With dropout too: every layer draws the same mask however the depth is cut into blocks.
+  for deterministic in (True, False):
+    l1, g1 = jax.value_and_grad(lambda p: loss(plain, p, deterministic))(params)
+    l2, g2 = jax.value_and_grad(lambda p: loss(blocked, p, deterministic))(params)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    jax.tree.map(assert_grad_close, g1, g2)
 
 
 def test_bfloat16_compute():
