@@ -1,18 +1,21 @@
 """Multi-host start-up: `jax.distributed.initialize` from the config or the environment.
 
-On Cloud TPU pods every worker runs the same command and JAX finds its peers by itself. On GPU
-clusters under SLURM, `jax.distributed.initialize()` reads the SLURM variables. Elsewhere give
-`multihost.coordinator_address`, `multihost.num_processes` and `multihost.process_id` (or the
+On Cloud TPU VMs every worker runs the same command and `jax.distributed.initialize()` finds its
+peers from the TPU metadata. On GPU clusters under SLURM it reads the SLURM variables. Elsewhere
+give `multihost.coordinator_address`, `multihost.num_processes` and `multihost.process_id` (or the
 environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 
 import jax
 import ml_collections
+
+_GOOGLE_PCI_VENDOR_ID = "0x1ae0"  # TPU chips on the PCI bus (what JAX's TPU detection looks for)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -36,21 +39,48 @@ def _should_initialize(c: ml_collections.ConfigDict) -> bool:
     raise ValueError(f"config field 'multihost.mode'={c.mode!r}: allowed 'auto', 'on', 'off'")
   env = os.environ
   return ("JAX_COORDINATOR_ADDRESS" in env or "SLURM_JOB_ID" in env and
-          int(env.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in env and
-          "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+          int(env.get("SLURM_NTASKS", "1")) > 1 or on_cloud_tpu_vm())
+
+
+def on_cloud_tpu_vm(pci_devices: str = "/sys/bus/pci/devices") -> bool:
+  """Whether TPU chips are attached, found as JAX does before it loads the TPU runtime (Google's
+  PCI vendor id). On a TPU VM `initialize()` reads the workers from the TPU metadata, and the
+  multi-host preemption notices need it."""
+  for vendor in glob.glob(os.path.join(pci_devices, "*", "vendor")):
+    try:
+      with open(vendor) as f:
+        if f.read().strip() == _GOOGLE_PCI_VENDOR_ID:
+          return True
+    except OSError:
+      continue
+  return False
+
+
+def initialize_kwargs(c: ml_collections.ConfigDict) -> dict:
+  """`jax.distributed.initialize` arguments: the config's fields, else the JAX_* variables (JAX
+  itself reads only JAX_COORDINATOR_ADDRESS), else none (JAX's cluster detection)."""
+  env = os.environ
+  kwargs = {}
+  address = c.coordinator_address or env.get("JAX_COORDINATOR_ADDRESS", "")
+  if address:
+    kwargs["coordinator_address"] = address
+  for key, field, unset, var in (("num_processes", c.num_processes, 0, "JAX_NUM_PROCESSES"),
+                                 ("process_id", c.process_id, -1, "JAX_PROCESS_ID")):
+    if field != unset:
+      kwargs[key] = field
+    elif env.get(var, "") != "":
+      try:
+        kwargs[key] = int(env[var])
+      except ValueError:
+        raise ValueError(f"environment variable {var}={env[var]!r} must be an integer") from None
+  return kwargs
 
 
 def maybe_initialize(c: ml_collections.ConfigDict) -> None:
   """Initializes jax.distributed once when the config or environment asks for several processes."""
   if not _should_initialize(c) or jax.distributed.is_initialized():
     return
-  kwargs = {}
-  if c.coordinator_address:
-    kwargs["coordinator_address"] = c.coordinator_address
-  if c.num_processes > 0:
-    kwargs["num_processes"] = c.num_processes
-  if c.process_id >= 0:
-    kwargs["process_id"] = c.process_id
+  kwargs = initialize_kwargs(c)
   if jax.config.jax_platforms in (None, "", "cpu") and c.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", c.cpu_collectives)
   jax.distributed.initialize(**kwargs)

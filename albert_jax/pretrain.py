@@ -65,9 +65,11 @@ class StopSignal:
     local = self.received is not None
     if jax.process_count() == 1:
       return local
-    # All hosts must stop at the same step: agree on the flag (and on TPU preemption notices).
+    # All hosts must stop at the same step: agree on the flag (and on preemption notices, which
+    # need the distributed client: multihost.mode=off on a pod runs without them).
     any_host = bool(np.asarray(multihost_utils.process_allgather(np.array([local]))).any())
-    return any_host or multihost_utils.reached_preemption_sync_point(step)
+    return any_host or (jax.distributed.is_initialized()
+                        and multihost_utils.reached_preemption_sync_point(step))
 
 
 def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
