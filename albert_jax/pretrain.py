@@ -76,6 +76,9 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   """Fails before compiling on configs that cannot work, naming the field."""
   t = config.training
   trainer.check_loop_fields(t)
+  if t.eval_max_batches < 0:
+    raise ValueError(f"config field 'training.eval_max_batches'={t.eval_max_batches} must be >= 0 "
+                     "(0: the whole eval split)")
   mesh = partitioning.create_mesh(config.partitioning.mesh)
   dp = partitioning.data_parallel_size(mesh)
   if t.global_batch_size % dp:
@@ -114,7 +117,10 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
         raise ValueError(f"config field 'data.{field}': {e}") from e
   if config.data.spm_model:
     from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
-    size = tokenization.load_sentencepiece(config.data.spm_model).get_piece_size()
+    try:
+      size = tokenization.load_sentencepiece(config.data.spm_model).get_piece_size()
+    except tokenization.TokenizerError as e:
+      raise ValueError(f"config field 'data.spm_model': {e}") from e
     if size > config.model.vocab_size:
       raise ValueError(f"config field 'model.vocab_size'={config.model.vocab_size} is smaller than "
                        f"the tokenizer's {size} pieces ({config.data.spm_model})")
@@ -257,6 +263,9 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
         break
       stats = eval_step(params, partitioning.global_batch(host_batch, mesh))
       total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+  if total is None:
+    raise ValueError(f"config field 'data.eval_files'={config.data.eval_files!r}: no eval batch "
+                     f"of {per_host} rows per host")
   return {k: float(v) for k, v in objectives.metrics_from_sums(total).items()
           if k not in objectives.SUM_KEYS}
 
@@ -366,19 +375,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           pending = None
         if step % t.log_every_steps == 0 or step == t.total_steps:
           pending = (step_metrics, step)
-        if eval_step is not None and (step % t.eval_every_steps == 0 or step == t.total_steps):
-          last_eval = evaluate(config, eval_step, state.params, mesh, rules)
-          writer.scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
-          if is_chief:
-            print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"
-                                                       for k, v in last_eval.items()), flush=True)
         stopping = stop.should_stop(step)
+        # Save before evaluating: an evaluation that fails must not cost the step's checkpoint.
         if ckpt.should_save(step) or stopping or step == t.total_steps:
           guard.check(step_metrics, step)  # never save a state that should stop the run
           if pending is not None:  # the log is complete up to every checkpoint
             last_train = report(*pending)
             pending = None
           ckpt.save(step, state, save_position, force=True)
+        # A signal (e.g. a preemption notice) leaves no time for a mid-run evaluation.
+        if (eval_step is not None and (step % t.eval_every_steps == 0 or step == t.total_steps)
+            and not (stopping and step < t.total_steps)):
+          last_eval = evaluate(config, eval_step, state.params, mesh, rules)
+          writer.scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
+          if is_chief:
+            print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"
+                                                       for k, v in last_eval.items()), flush=True)
         if stopping:
           logging.warning("stopped by signal at step %d; checkpoint saved", step)
           break

@@ -3,7 +3,9 @@ checkpoint is written (a hard crash at a known point, for the resume tests), or 
 chosen steps (for the non-finite guard).
 
     python tests/pretrain_driver.py WORKDIR TRAIN_FILES [--kill_after=STEP] [--nan_steps=2,3]
-        [--set key=value ...]
+        [--fail_eval] [--set key=value ...]
+
+`--fail_eval` makes every held-out evaluation raise (eval_files defaults to the train files).
 """
 
 import argparse
@@ -26,6 +28,7 @@ def main():
   parser.add_argument("train_files")
   parser.add_argument("--kill_after", type=int, default=0)
   parser.add_argument("--nan_steps", default="", help="1-based steps whose loss is NaN")
+  parser.add_argument("--fail_eval", action="store_true")
   parser.add_argument("--set", action="append", default=[], help="dotted.key=json_value")
   args = parser.parse_args()
   config = tiny_config(args.train_files)
@@ -62,6 +65,13 @@ def main():
       return nan_on_some_steps
 
     trainer.make_train_step = make_nan_train_step
+  if args.fail_eval:
+    config.data.eval_files = config.data.eval_files or args.train_files
+
+    def failing_evaluate(*a, **k):
+      raise RuntimeError("evaluation failed (pretrain_driver --fail_eval)")
+
+    pretrain.evaluate = failing_evaluate
   result = pretrain.run(config, args.workdir)
   print("RESULT " + json.dumps({"step": result["step"], "eval": result["eval"]}), flush=True)
 

@@ -158,8 +158,25 @@ def test_mismatched_lengths_name_the_file_and_flag(static_records):
 
 
 def test_token_only_records_need_dynamic_masking(token_only_records):
-  with pytest.raises(ValueError, match="masked_lm_positions.*dynamic_masking"):
+  first = pipeline.list_files(_pattern(token_only_records))[0]
+  with pytest.raises(ValueError, match="masked_lm_positions.*dynamic_masking") as e:
     pipeline.train_dataset(_pattern(token_only_records), batch_size_per_host=1, seed=0, **COMMON)
+  assert first in str(e.value) and "data.dynamic_masking=True" in str(e.value)
+  with pytest.raises(ValueError, match="token-only"):
+    pipeline.eval_dataset(_pattern(token_only_records), batch_size_per_host=1, **COMMON)
+
+
+def test_dynamic_masking_refuses_statically_masked_records(static_records, spm_model):
+  """Masking masked inputs again would silently train on [MASK] labels: the reader must refuse."""
+  dm = pipeline.DynamicMasking.from_spm(spm_model, max_predictions_per_seq=MAX_PREDICTIONS)
+  first = pipeline.list_files(_pattern(static_records))[0]
+  for make in (pipeline.train_dataset, pipeline.eval_dataset):
+    kwargs = dict(seed=0) if make is pipeline.train_dataset else {}
+    with pytest.raises(ValueError, match="data.dynamic_masking=True.*statically masked") as e:
+      make(_pattern(static_records), batch_size_per_host=1, dynamic_masking=dm, **kwargs, **COMMON)
+    message = str(e.value)
+    assert first in message and "data.dynamic_masking=False" in message
+    assert "--masking=none" in message
 
 
 def test_dynamic_masking_uses_the_static_code_and_changes_per_epoch(token_only_records, spm_model):

@@ -126,6 +126,13 @@ def test_warm_start_skips_an_unreadable_latest_checkpoint(tmp_path, straight):
   jax.tree.map(np.testing.assert_array_equal, params, params_at(straight, 3))
 
 
+def test_a_failed_evaluation_keeps_the_steps_checkpoint(tmp_path, static_records):
+  proc = driver(tmp_path, static_records, "--fail_eval", "--set", "training.eval_every_steps=3",
+                check=False)
+  assert proc.returncode != 0 and "evaluation failed" in proc.stderr
+  assert os.path.isdir(tmp_path / "checkpoints" / "3")  # saved before the evaluation ran
+
+
 def test_nonfinite_losses_stop_the_run(tmp_path, static_records):
   proc = driver(tmp_path, static_records, "--set", "optimizer.learning_rate=1e30",
                 "--set", "optimizer.weight_decay=0.0", "--set", "training.total_steps=20",

@@ -127,6 +127,8 @@ def test_nonfinite_step_is_skipped_and_counted(devices):
     (lambda c: c.training.update(keep_checkpoints=0), "training.keep_checkpoints"),
     (lambda c: c.training.update(max_nonfinite_steps=0), "training.max_nonfinite_steps"),
     (lambda c: c.training.update(checkpoint_every_steps=-1), "training.checkpoint_every_steps"),
+    (lambda c: c.training.update(eval_max_batches=-1), "training.eval_max_batches"),
+    (lambda c: c.data.update(spm_model="/nonexistent/spiece.model"), "data.spm_model"),
     (lambda c: (c.training.update(eval_batch_size=12),
                 c.data.update(eval_files=c.data.train_files)), "training.eval_batch_size"),
     (lambda c: c.training.update(inter_sentence_loss="sopp"), "training.inter_sentence_loss"),

@@ -27,7 +27,9 @@ by `example_mask`.
 Dynamic masking (`dynamic_masking=DynamicMasking(...)`): records written with
 `create_pretraining_data --masking=none` carry tokens only; masks are drawn at read time by the same
 `masking.create_masked_lm_predictions` used for static data, with a generator seeded by
-(seed, epoch, file, record), so every epoch gets new masks and a resumed run the same ones.
+(seed, epoch, file, record), so every epoch gets new masks and a resumed run the same ones. The
+first record is checked: dynamic masking of statically masked records (which would mask the masked
+inputs again) and static reading of token-only records are both errors.
 
 Batch fields (int32 unless noted): input_ids, input_mask, segment_ids [B, S]; masked_lm_positions,
 masked_lm_ids [B, P], masked_lm_weights float32 [B, P]; next_sentence_labels [B] (official records
@@ -92,21 +94,38 @@ def host_files(files: list[str], process_index: int, process_count: int) -> list
 
 def check_record_file(path: str, max_seq_length: int, max_predictions_per_seq: int,
                       token_only: bool) -> None:
-  """Fails early, naming the file and field, if the records do not match the expected features."""
+  """Fails early, naming the file and field, if the records do not match the expected features.
+
+  token_only: dynamic masking is on, so the records must be token-only (`--masking=none`).
+  """
   first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
   if first is None:
     return
   example = tf.train.Example.FromString(first.numpy())
+  present = set(example.features.feature)
+  mlm_features = records.MLM_INT_FEATURES + records.MLM_FLOAT_FEATURES
+  static = sorted(present.intersection(mlm_features))
+  if token_only and static:
+    # Masking already-masked inputs again trains on wrong targets (many labels are [MASK] itself)
+    # without any error further down, so this mismatch must stop the run here.
+    raise ValueError(
+        f"{path}: data.dynamic_masking=True but the records are statically masked (they carry "
+        f"{static}): masking them again would train on [MASK] tokens as targets. Set "
+        "data.dynamic_masking=False to train on their masks, or recreate them with "
+        "create_pretraining_data --masking=none for dynamic masking.")
+  if not token_only and not static:
+    raise ValueError(
+        f"{path}: data.dynamic_masking=False but the records are token-only (made with "
+        f"create_pretraining_data --masking=none; no {list(mlm_features)} features). Set "
+        "data.dynamic_masking=True to mask them at read time, or recreate them with "
+        "--masking=static.")
   lengths = {k: max_seq_length for k in records.SEQ_FEATURES}
   lengths[records.LABEL_FEATURE] = 1
   if not token_only:
-    lengths.update({k: max_predictions_per_seq
-                    for k in records.MLM_INT_FEATURES + records.MLM_FLOAT_FEATURES})
+    lengths.update({k: max_predictions_per_seq for k in mlm_features})
   for name, length in lengths.items():
-    if name not in example.features.feature:
-      hint = (" (token-only records need dynamic_masking)" if name.startswith("masked_lm") else "")
-      raise ValueError(f"{path}: record has no feature {name!r}{hint}; it has "
-                       f"{sorted(example.features.feature)}.")
+    if name not in present:
+      raise ValueError(f"{path}: record has no feature {name!r}; it has {sorted(present)}.")
     feature = example.features.feature[name]
     got = len(feature.int64_list.value) or len(feature.float_list.value)
     if got != length:
