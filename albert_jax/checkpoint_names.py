@@ -38,6 +38,13 @@ _TF_LAYER = {
 # Which head a top-level HF key belongs to (None: part of the encoder, always required).
 HEADS = ("pooler", "mlm", "sop")
 
+# Fine-tuning heads that Hugging Face has a class for: our top-level tree -> (HF module, name of the
+# Dense inside our head). GLUE, RACE and tagging heads are all `classifier` (heads.ClassificationHead,
+# HF AlbertFor{Sequence,Token}Classification and AlbertForMultipleChoice); SQuAD v1.1 is
+# `qa_outputs` (heads.SpanHead, HF AlbertForQuestionAnswering). Which HF class a `classifier`
+# belongs to is not in the tree: convert.hf_architecture decides it from the task.
+TASK_HEADS = {"classifier": ("classifier", "classifier"), "qa_outputs": ("qa_outputs", "dense")}
+
 
 @dataclasses.dataclass(frozen=True)
 class Tensor:
@@ -47,7 +54,7 @@ class Tensor:
   path: tuple[str, ...]           # leaf path in the AlbertForPreTraining tree
   index: tuple[int, ...] = ()     # slice of a stacked leaf (groups[, layers])
   transpose: bool = False         # PyTorch Linear weight [out, in] vs Flax kernel [in, out]
-  head: Optional[str] = None      # one of HEADS, or None for the encoder
+  head: Optional[str] = None      # one of HEADS, a TASK_HEADS tree, or None for the encoder
 
 
 def hf_layout(cfg: ModelConfig) -> tuple[int, int]:
@@ -105,6 +112,13 @@ def tensors(cfg: ModelConfig) -> Iterator[Tensor]:
   for ours, hf in (("kernel", "weight"), ("bias", "bias")):
     yield Tensor(f"sop_classifier.classifier.{hf}", ("sop_classifier", "classifier", ours),
                  transpose=ours == "kernel", head="sop")
+
+
+def task_head_tensors(tree: str) -> Iterator[Tensor]:
+  """The HF tensors of the fine-tuning head `tree` (a TASK_HEADS key): one Linear, weight and bias."""
+  module, dense = TASK_HEADS[tree]
+  for ours, hf in (("kernel", "weight"), ("bias", "bias")):
+    yield Tensor(f"{module}.{hf}", (tree, dense, ours), transpose=ours == "kernel", head=tree)
 
 
 # HF keys that are not parameters of their own: buffers of old checkpoints and tied aliases.

@@ -2,22 +2,36 @@
 
     config, params = load_hf(hf_dir)                      # config.json + safetensors / .bin
     config, params = load_tf(ckpt_prefix, albert_config_json)
-    save_hf(config, params, out_dir)                      # AlbertForPreTraining.from_pretrained(out_dir)
+    save_hf(config, params, out_dir)                      # from_pretrained(out_dir) of the class
     save_checkpoint(config, params, dir) / load_checkpoint(dir)   # our own (orbax) format
 
-`params` is the AlbertForPreTraining tree (see modeling.py). Loading is strict: every missing,
-unexpected or mis-shaped tensor is listed in one error. Heads absent from a source (HF hub
-checkpoints have no SOP head; AlbertModel/AlbertForMaskedLM layouts lack others) are errors
-unless `allow_missing_heads=True`, in which case they are freshly initialized and reported.
+`params` is the AlbertForPreTraining tree (see modeling.py) or the tree of a fine-tuning model.
+Loading is strict: every missing, unexpected or mis-shaped tensor is listed in one error. Heads
+absent from a source (HF hub checkpoints have no SOP head; AlbertModel/AlbertForMaskedLM layouts
+lack others) are errors unless `allow_missing_heads=True`, in which case they are freshly
+initialized and reported. A fine-tuned HF model (AlbertForSequenceClassification,
+-TokenClassification, -MultipleChoice, -QuestionAnswering) loads as the tree of our matching task
+model: its `classifier` / `qa_outputs` becomes ours, and the pretraining heads it lacks are not
+expected.
+
+Exporting writes the transformers class that holds the tree (`hf_architecture`): the pretraining
+heads as AlbertForPreTraining, a fine-tuning head as its HF class, with num_labels, id2label and
+problem_type from the fine-tuning task (`best/task.json`). The SQuAD v2.0 head has no HF class: it
+is an error, unless only the encoder is exported (`encoder_only`, AlbertModel). Nothing is left
+out silently: a tensor the class has no place for is named in a warning, an unknown one is an error.
+
+Config fields missing from a config.json / albert_config.json take the source's own defaults (both
+AlbertConfigs default to the xxlarge shape), as transformers and the official code do.
 
 CLI:
     python -m albert_jax.convert --hf_dir=DIR --out_checkpoint=OUT
     python -m albert_jax.convert --tf_checkpoint=PREFIX --albert_config=JSON --out_hf=OUT
-    python -m albert_jax.convert --checkpoint=DIR --out_hf=OUT
+    python -m albert_jax.convert --checkpoint=DIR --out_hf=OUT [--encoder_only]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +62,28 @@ _COMMON_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_lay
                   "num_hidden_groups", "num_attention_heads", "intermediate_size",
                   "inner_group_num", "hidden_dropout_prob", "attention_probs_dropout_prob",
                   "max_position_embeddings", "type_vocab_size", "initializer_range")
+# transformers' AlbertConfig defaults (configuration_albert.py, the same in 4.x and 5.x: the
+# xxlarge shape). transformers fills a field missing from config.json with these, so we must too:
+# ModelConfig's defaults are ALBERT-base's, and a model read with them computes something else.
+_HF_DEFAULTS = dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
+                    num_hidden_groups=1, num_attention_heads=64, intermediate_size=16384,
+                    inner_group_num=1, hidden_act="gelu_new", hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0, max_position_embeddings=512,
+                    type_vocab_size=2, initializer_range=0.02, layer_norm_eps=1e-12,
+                    classifier_dropout_prob=0.1)
+# The official AlbertConfig's constructor defaults (albert_official.md §1.1, also xxlarge);
+# vocab_size has none. It has no layer_norm_eps field: its layer_norm uses TF's 1e-12, which is
+# ModelConfig's default, and its classifier dropout is the hard-coded 0.1, also ours.
+_OFFICIAL_DEFAULTS = dict(embedding_size=128, hidden_size=4096, num_hidden_layers=12,
+                          num_hidden_groups=1, num_attention_heads=64, intermediate_size=16384,
+                          inner_group_num=1, hidden_act="gelu", hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0, max_position_embeddings=512,
+                          type_vocab_size=2, initializer_range=0.02)
+# Our top-level trees besides the encoder 'albert': the pretraining heads, and the fine-tuning
+# heads without a Hugging Face class (those with one are checkpoint_names.TASK_HEADS).
+_PRETRAINING_TREES = ("predictions", "sop_classifier")
+_NO_HF_CLASS = {"squad": "the SQuAD v2.0 head 'squad' (the official XLNet-style start/end/"
+                         "answerability head of AlbertForQuestionAnsweringV2)"}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -270,38 +270,52 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
           if k not in objectives.SUM_KEYS}
 
 
-_READERS_FILE = "readers.json"  # beside the reader positions: how many processes wrote them
+_READERS_FILE = "readers.json"  # beside the reader positions: the settings of their readers
 
 
-def _save_position(train_iter, directory: str) -> None:
+def reader_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a saved reader position depends on. Each process reads its own subset of the files,
+  in batches of its own size and shape, so a position saved under other settings describes
+  other readers (restoring it fails in tf.data, or silently reads the wrong records)."""
+  d = config.data
+  return {"process_count": jax.process_count(),
+          "batch_size_per_host": config.training.global_batch_size // jax.process_count(),
+          "train_files": pipeline.list_files(d.train_files), "max_seq_length": d.max_seq_length,
+          "max_predictions_per_seq": d.max_predictions_per_seq,
+          "dynamic_masking": bool(d.dynamic_masking), "shuffle_buffer_size": d.shuffle_buffer_size,
+          "seed": config.seed}
+
+
+def _save_position(train_iter, settings: dict[str, Any], directory: str) -> None:
   train_iter.save(pipeline.position_path(directory, jax.process_index()))
   if jax.process_index() == 0:
-    fileio.write_json(os.path.join(directory, _READERS_FILE),
-                      {"process_count": jax.process_count()})
+    fileio.write_json(os.path.join(directory, _READERS_FILE), settings)
 
 
-def _saved_process_count(directory: Optional[str]) -> Optional[int]:
-  """Processes that wrote the positions in `directory` (None: unknown, an older checkpoint)."""
-  path = None if directory is None else os.path.join(directory, _READERS_FILE)
-  return fileio.read_json(path)["process_count"] if path and fileio.exists(path) else None
+def _changed_reader_settings(directory: str, settings: dict[str, Any]) -> list[str]:
+  """The settings that differ from those the positions in `directory` were saved with (an older
+  checkpoint records only process_count; one without the file records nothing)."""
+  path = os.path.join(directory, _READERS_FILE)
+  saved = fileio.read_json(path) if fileio.exists(path) else {}
+  return [f"{k} {saved[k]} -> {v}" if k != "train_files" else "train_files"
+          for k, v in settings.items() if k in saved and saved[k] != v]
 
 
-def _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings):
+def _restore_or_initialize(config, job, ckpt, train_iter, reader_settings_now, state,
+                           state_shardings):
   """(state, step): the workdir's latest checkpoint with its reader position, else a warm start
   from `config.init_from`, else the fresh `state`."""
   restored = ckpt.restore_latest(state)
   if restored is not None:
     step, state, position = restored
-    saved_processes = _saved_process_count(position)
+    changed = [] if position is None else _changed_reader_settings(position, reader_settings_now)
     if position is None:
       logging.warning("checkpoint %d has no saved reader position: data restart from the "
                       "beginning", step)
-    elif saved_processes not in (None, jax.process_count()):
-      # Each process reads its own subset of the files, so positions saved by another number of
-      # processes describe other readers.
-      logging.warning("checkpoint %d was saved by %d processes, this run has %d: the data "
-                      "readers restart from the beginning of their files", step,
-                      saved_processes, jax.process_count())
+    elif changed:
+      logging.warning("checkpoint %d's reader positions were saved with other data settings "
+                      "(%s): the data readers restart from the beginning of their files", step,
+                      ", ".join(changed))
     else:
       train_iter.restore(pipeline.position_path(position, jax.process_index()))
     logging.info("resumed from step %d", step)
@@ -329,7 +343,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
   train_iter = _train_data(config, config.data.train_files, jax.process_index(),
                            jax.process_count())
-  state, start_step = _restore_or_initialize(config, job, ckpt, train_iter, state, state_shardings)
+  readers = reader_settings(config)
+  state, start_step = _restore_or_initialize(config, job, ckpt, train_iter, readers, state,
+                                             state_shardings)
   local_batch = next(train_iter)
   global_batch = partitioning.global_batch(local_batch, mesh)
   train_step = trainer.compile_step(job.jitted_train_step(state_shardings), mesh, rules, state,
@@ -350,7 +366,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                                     model_cfg.dtype))
   last_train, last_eval, pending = {}, {}, None
   step = start_step
-  save_position = lambda directory: _save_position(train_iter, directory)
+  save_position = lambda directory: _save_position(train_iter, readers, directory)
 
   guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
 

@@ -94,14 +94,19 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, static_records, straight
   jax.tree.map(np.testing.assert_array_equal, params_at(workdir, 6), params_at(straight, 6))
 
 
-def test_resume_with_another_process_count_restarts_the_readers(tmp_path, static_records):
+def test_resume_with_other_reader_settings_restarts_the_readers(tmp_path, static_records):
   driver(tmp_path, static_records, "--set", "training.total_steps=3")
   readers = tmp_path / "data_positions" / "3" / "readers.json"
-  assert json.loads(readers.read_text()) == {"process_count": 1}
-  readers.write_text(json.dumps({"process_count": 2}))  # as if saved by a 2-host run
+  settings = json.loads(readers.read_text())
+  assert (settings["process_count"], settings["batch_size_per_host"]) == (1, 8)
+  readers.write_text(json.dumps(dict(settings, process_count=2)))  # as if saved by 2 hosts
   proc = driver(tmp_path, static_records, "--set", "training.total_steps=4")
-  assert "saved by 2 processes, this run has 1" in proc.stderr
-  assert sorted(losses(tmp_path)) == [1, 2, 3, 4]
+  assert "(process_count 2 -> 1)" in proc.stderr and "readers restart" in proc.stderr
+  # A larger batch: the saved position is for batches of 8 (restoring it fails in tf.data).
+  proc = driver(tmp_path, static_records, "--set", "training.total_steps=5",
+                "--set", "training.global_batch_size=16")
+  assert "(batch_size_per_host 8 -> 16)" in proc.stderr
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4, 5]
 
 
 def test_warm_start_from_another_run(tmp_path, static_records, straight):
