@@ -38,11 +38,11 @@ _TF_LAYER = {
 # Which head a top-level HF key belongs to (None: part of the encoder, always required).
 HEADS = ("pooler", "mlm", "sop")
 
-# Fine-tuning heads that Hugging Face has a class for: our top-level tree -> (HF module, name of the
-# Dense inside our head). GLUE, RACE and tagging heads are all `classifier` (heads.ClassificationHead,
-# HF AlbertFor{Sequence,Token}Classification and AlbertForMultipleChoice); SQuAD v1.1 is
-# `qa_outputs` (heads.SpanHead, HF AlbertForQuestionAnswering). Which HF class a `classifier`
-# belongs to is not in the tree: convert.hf_architecture decides it from the task.
+# Fine-tuning heads that Hugging Face has a class for: our top-level tree -> (HF module, name of
+# the Dense inside our head). GLUE, RACE and tagging heads are all `classifier`
+# (heads.ClassificationHead; HF AlbertFor{Sequence,Token}Classification, AlbertForMultipleChoice);
+# SQuAD v1.1 is `qa_outputs` (heads.SpanHead, HF AlbertForQuestionAnswering). Which HF class a
+# `classifier` belongs to is not in the tree: convert.hf_architecture decides it from the task.
 TASK_HEADS = {"classifier": ("classifier", "classifier"), "qa_outputs": ("qa_outputs", "dense")}
 
 
@@ -115,7 +115,7 @@ def tensors(cfg: ModelConfig) -> Iterator[Tensor]:
 
 
 def task_head_tensors(tree: str) -> Iterator[Tensor]:
-  """The HF tensors of the fine-tuning head `tree` (a TASK_HEADS key): one Linear, weight and bias."""
+  """The HF tensors of the fine-tuning head `tree` (a TASK_HEADS key): one Linear's weight, bias."""
   module, dense = TASK_HEADS[tree]
   for ours, hf in (("kernel", "weight"), ("bias", "bias")):
     yield Tensor(f"{module}.{hf}", (tree, dense, ours), transpose=ours == "kernel", head=tree)

@@ -100,7 +100,12 @@ def abstract_params(cfg: ModelConfig) -> Params:
 def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], *,
                            allow_missing_heads: bool = False, strict: bool = True,
                            seed: int = 0, source: str = "checkpoint") -> Params:
-  """Builds our tree from HF-keyed arrays in PyTorch layout; see the module docstring."""
+  """Builds our tree from HF-keyed arrays in PyTorch layout; see the module docstring.
+
+  A source with a fine-tuning head (`classifier.*`, `qa_outputs.*`) gives the tree of our task
+  model: the head under the same name, and without the pretraining heads the source lacks (they
+  are initialized, as for any source, with `allow_missing_heads=True`).
+  """
   abstract = traverse_util.flatten_dict(abstract_params(cfg))
   flat = {path: np.zeros(a.shape, a.dtype) for path, a in abstract.items()}
   missing, shape_errors, missing_heads = [], [], set()
@@ -118,49 +123,210 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], 
                           f"{' (transposed)' if t.transpose else ''}, model expects {target_shape}")
       continue
     flat[t.path][t.index] = value
+  task_heads = [tree for tree in names.TASK_HEADS
+                if any(t.hf_key in tensors for t in names.task_head_tensors(tree))]
+  for tree in task_heads:
+    head_tensors = list(names.task_head_tensors(tree))
+    expected += head_tensors
+    missing += [t.hf_key for t in head_tensors if t.hf_key not in tensors]
+    if any(t.hf_key not in tensors for t in head_tensors):
+      continue
+    weight, bias = (np.asarray(tensors[t.hf_key]) for t in head_tensors)
+    # The output count is the head's own (num_labels); only the input side is fixed by the model.
+    outputs = 2 if tree == "qa_outputs" else weight.shape[0]
+    if weight.shape != (outputs, cfg.hidden_size) or bias.shape != (outputs,):
+      shape_errors.append(f"{head_tensors[0].hf_key} / .bias: {source} has {weight.shape} / "
+                          f"{bias.shape}, model expects ({outputs}, {cfg.hidden_size}) / "
+                          f"({outputs},)")
+      continue
+    dtype = jnp.dtype(cfg.param_dtype)
+    flat[head_tensors[0].path] = weight.T.astype(dtype)
+    flat[head_tensors[1].path] = bias.astype(dtype)
   for alias, target in names.HF_TIED_ALIASES.items():
     if alias in tensors and target in tensors and not np.array_equal(tensors[alias],
                                                                      tensors[target]):
       shape_errors.append(f"{alias} differs from {target}: untied weights are not supported")
   known = {t.hf_key for t in expected} | set(names.HF_IGNORED) | set(names.HF_TIED_ALIASES)
   unexpected = sorted(k for k in tensors if k not in known)
-  if missing_heads and not allow_missing_heads:
+  # A fine-tuned source lacks the pretraining heads by design: not an error, they are left out.
+  if missing_heads and not allow_missing_heads and not task_heads:
     missing += [t.hf_key for t in expected if t.head in missing_heads]
   problems = ([f"missing: {k}" for k in missing] + [f"shape mismatch: {e}" for e in shape_errors]
               + ([f"unexpected: {k}" for k in unexpected] if strict else []))
   if problems:
     hint = (" (pass allow_missing_heads=True to initialize absent heads)"
-            if missing_heads and not allow_missing_heads else "")
+            if missing_heads and not allow_missing_heads and not task_heads else "")
     raise ValueError(f"{source} does not fit the model config{hint}:\n  " + "\n  ".join(problems))
   if unexpected:
     logging.warning("ignored %d tensors of %s not used by the model: %s", len(unexpected), source,
                     unexpected)
-  if missing_heads:
+  head_paths = {t.path for t in expected if t.head in missing_heads}
+  if missing_heads and allow_missing_heads:
     fresh = traverse_util.flatten_dict(init_params(cfg, seed))
-    head_paths = {t.path for t in expected if t.head in missing_heads}
     for path in head_paths:
       flat[path] = np.asarray(fresh[path])
     logging.warning("%s has no %s head(s): initialized them randomly (seed %d): %s", source,
                     sorted(missing_heads), seed, sorted("/".join(p) for p in head_paths))
+  elif missing_heads:
+    for path in head_paths:
+      del flat[path]
+  if task_heads:
+    logging.info("%s is a fine-tuned model: loaded its %s head(s)%s", source, task_heads,
+                 f" without the {sorted(missing_heads)} head(s) it lacks"
+                 if missing_heads and not allow_missing_heads else "")
   return traverse_util.unflatten_dict(flat)
 
 
-def hf_tensors_from_params(cfg: ModelConfig, params: Params) -> dict[str, np.ndarray]:
-  """Our tree -> HF-keyed arrays in PyTorch layout. Heads absent from `params` are skipped."""
-  flat = traverse_util.flatten_dict(nn.unbox(params))
-  out = {}
-  for t in names.tensors(cfg):
+@dataclasses.dataclass(frozen=True)
+class HfArchitecture:
+  """The transformers class `save_hf` writes a tree as, and the config.json fields of its head."""
+
+  name: str                                  # config.json `architectures`, e.g. AlbertModel
+  head: Optional[str] = None                 # our top-level tree of its fine-tuning head
+  pooler: bool = True                        # the class runs AlbertModel's pooler
+  num_labels: Optional[int] = None           # outputs of a classification or span head
+  labels: Optional[tuple[str, ...]] = None   # class names for id2label (None: LABEL_i)
+  problem_type: Optional[str] = None         # AlbertForSequenceClassification's loss
+
+  @property
+  def pretraining(self) -> bool:
+    return self.name == "AlbertForPreTraining"
+
+
+def hf_architecture(params: Params, task: Optional[Mapping[str, Any]] = None, *,
+                    encoder_only: bool = False) -> HfArchitecture:
+  """The transformers class that holds `params`, from its top-level trees and its task.
+
+  `task` is the task section of the fine-tuning config (the "task" of `best/task.json`): GLUE,
+  RACE and tagging heads are all called `classifier`, and only the task tells them apart and names
+  their labels. Without it the class is inferred where the tree is unambiguous (no pooler: token
+  classification; more than one output: sequence classification). `encoder_only` exports
+  AlbertModel whatever heads the tree has.
+  """
+  params = nn.unbox(params)
+  trees = set(params)
+  if "albert" not in trees:
+    raise ValueError(f"params have no 'albert' encoder tree (top-level trees: {sorted(trees)})")
+  known = {"albert", *_PRETRAINING_TREES, *names.TASK_HEADS, *_NO_HF_CLASS}
+  if trees - known:
+    raise ValueError(f"params have top-level tree(s) {sorted(trees - known)} that no Hugging Face "
+                     f"ALBERT class holds (known trees: {sorted(known)})")
+  has_pooler = "pooler" in params["albert"]
+  if encoder_only:
+    return HfArchitecture("AlbertModel", pooler=has_pooler)
+  task = dict(task or {})
+  family = task.get("family")
+  heads_ = sorted(trees & ({*names.TASK_HEADS} | {*_NO_HF_CLASS}))
+  if len(heads_) > 1:
+    raise ValueError(f"params have several fine-tuning heads {heads_}; a Hugging Face model "
+                     "holds one")
+  if not heads_:
+    if family:
+      raise ValueError(f"the task says the checkpoint is fine-tuned (task family {family!r}), "
+                       f"but params have no fine-tuning head (top-level trees: {sorted(trees)})")
+    return HfArchitecture("AlbertForPreTraining")
+  head = heads_[0]
+  if head in _NO_HF_CLASS:
+    raise ValueError(f"{_NO_HF_CLASS[head]} has no Hugging Face counterpart (transformers' "
+                     "AlbertForQuestionAnswering is the SQuAD v1.1 span head); export only the "
+                     "encoder, as AlbertModel, with encoder_only=True (--encoder_only)")
+  kernel_path = (head, names.TASK_HEADS[head][1], "kernel")
+  kernel = traverse_util.flatten_dict(params).get(kernel_path)
+  if kernel is None:
+    raise ValueError(f"params lack the head kernel {'/'.join(kernel_path)}")
+  outputs = int(np.shape(kernel)[-1])
+
+  def check_family(allowed: tuple[str, ...]) -> None:
+    if family is not None and family not in allowed:
+      raise ValueError(f"the task family {family!r} does not match the checkpoint's '{head}' "
+                       f"head (a head of {' or '.join(allowed)})")
+
+  if head == "qa_outputs":
+    check_family(("squad",))
+    if outputs != 2:
+      raise ValueError(f"params head 'qa_outputs' has {outputs} outputs; a span head has 2 "
+                       "(start, end)")
+    return HfArchitecture("AlbertForQuestionAnswering", head, pooler=False, num_labels=2)
+  check_family(("glue", "race", "tagging"))
+  if family is None:
+    if not has_pooler:
+      family = "tagging"
+    elif outputs > 1:
+      family = "glue"
+    else:
+      raise ValueError("params head 'classifier' has 1 output: STS-B regression "
+                       "(AlbertForSequenceClassification) or RACE (AlbertForMultipleChoice), "
+                       "which only the task tells apart; give it (task.json beside the "
+                       "checkpoint, as fine-tuning writes it in best/, or save_hf(task=...))")
+  if family == "glue":
+    labels = None
+    if task.get("name"):
+      from albert_jax.data.tasks import glue  # pylint: disable=g-import-not-at-top
+      labels = glue.get_task(task["name"]).labels  # None: regression (STS-B)
+      if outputs != glue.num_labels(task["name"]):
+        raise ValueError(f"params head 'classifier' has {outputs} outputs but GLUE task "
+                         f"{task['name']!r} has {glue.num_labels(task['name'])}")
+    return HfArchitecture("AlbertForSequenceClassification", head, num_labels=outputs,
+                          labels=labels, problem_type=("regression" if outputs == 1
+                                                       else "single_label_classification"))
+  if family == "race":
+    if outputs != 1:
+      raise ValueError(f"params head 'classifier' has {outputs} outputs; a multiple-choice "
+                       "(RACE) head scores each choice with 1")
+    return HfArchitecture("AlbertForMultipleChoice", head)
+  labels = tuple(task["labels"]) if task.get("labels") else None
+  if labels is not None and len(labels) != outputs:
+    raise ValueError(f"params head 'classifier' has {outputs} outputs but the task has "
+                     f"{len(labels)} labels {list(labels)}")
+  return HfArchitecture("AlbertForTokenClassification", head, pooler=False, num_labels=outputs,
+                        labels=labels)
+
+
+def hf_tensors_from_params(cfg: ModelConfig, params: Params,
+                           arch: Optional[HfArchitecture] = None) -> dict[str, np.ndarray]:
+  """Our tree -> HF-keyed arrays in PyTorch layout for the class `arch` (default: inferred).
+
+  The encoder and a fine-tuning head are required; the pooler too where the class applies it
+  to a head. The pretraining heads are written when present (an absent one is left to
+  transformers, which reports it). Every leaf of `params` is written, or named in a warning when
+  `arch` has no place for it (pretraining heads of a fine-tuned model, heads with encoder_only);
+  a leaf no HF tensor corresponds to is an error.
+  """
+  params = nn.unbox(params)
+  arch = arch or hf_architecture(params)
+  flat = traverse_util.flatten_dict(params)
+  wanted = {"pooler": arch.pooler, "mlm": arch.pretraining, "sop": arch.pretraining}
+  expected = [t for t in names.tensors(cfg) if t.head is None or wanted[t.head]]
+  if arch.head:
+    expected += list(names.task_head_tensors(arch.head))
+  out, written = {}, set()
+  for t in expected:
     if t.path not in flat:
-      if t.head is None:
-        raise ValueError(f"params lack the encoder tensor {'/'.join(t.path)}")
+      if t.head is None or t.head == arch.head or (t.head == "pooler" and arch.head):
+        raise ValueError(f"params lack {'/'.join(t.path)}, which {arch.name} needs "
+                         f"(HF {t.hf_key})")
       continue
     value = np.asarray(jax.device_get(flat[t.path]))[t.index]
     out[t.hf_key] = np.ascontiguousarray(value.T if t.transpose else value)
+    written.add(t.path)
   if not cfg.has_embedding_projection:
     # HF always applies the E -> H projection; the official E == H model has none: identity.
     h = cfg.hidden_size
     out["albert.encoder.embedding_hidden_mapping_in.weight"] = np.eye(h, dtype=np.float32)
     out["albert.encoder.embedding_hidden_mapping_in.bias"] = np.zeros(h, np.float32)
+
+  def held(path):  # whether `arch` has a place for the tree of this leaf
+    if path[0] == "albert":
+      return arch.pooler or path[1] != "pooler"
+    return path[0] == arch.head or (arch.pretraining and path[0] in _PRETRAINING_TREES)
+
+  left = sorted("/".join(p) for p in flat if p not in written and held(p))
+  if left:
+    raise ValueError(f"params have leaves that no Hugging Face {arch.name} tensor holds: {left}")
+  dropped = sorted("/".join(p) for p in flat if not held(p))
+  if dropped:
+    logging.warning("%s has no place for %d tensor(s) of the checkpoint, not exported: %s",
+                    arch.name, len(dropped), dropped)
   return out
 
 
@@ -176,26 +342,38 @@ def init_params(cfg: Any, seed: int = 0) -> Params:
 # ------------------------------------------------------------------------------------------------
 
 def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
-  act = hf_config.get("hidden_act", "gelu_new")
+  """Our config of an HF config.json: transformers' AlbertConfig defaults overlaid with the JSON."""
+  # null in the JSON (e.g. classifier_dropout_prob) means "not set": the default applies.
+  merged = dict(_HF_DEFAULTS, **{k: v for k, v in hf_config.items()
+                                 if k in _HF_DEFAULTS and v is not None})
+  act = merged["hidden_act"]
   if act not in _HF_ACT_TO_OURS:
     raise ValueError(f"config.json field 'hidden_act'={act!r} is not supported; "
                      f"allowed: {sorted(_HF_ACT_TO_OURS)}")
-  fields = {k: hf_config[k] for k in _COMMON_FIELDS if k in hf_config}
-  return ModelConfig(**fields, hidden_act=_HF_ACT_TO_OURS[act],
-                     layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
-                     classifier_dropout_prob=hf_config.get("classifier_dropout_prob", 0.1),
+  return ModelConfig(**{k: merged[k] for k in _COMMON_FIELDS}, hidden_act=_HF_ACT_TO_OURS[act],
+                     layer_norm_eps=merged["layer_norm_eps"],
+                     classifier_dropout_prob=merged["classifier_dropout_prob"],
                      # HF always has the E -> H projection, even when E == H.
                      use_embedding_projection=True, layer_sharing="all")
 
 
-def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+def config_to_hf(cfg: ModelConfig, arch: Optional[HfArchitecture] = None) -> dict[str, Any]:
+  """The config.json of `cfg` for the class `arch` (default AlbertForPreTraining)."""
+  arch = arch or HfArchitecture("AlbertForPreTraining")
   groups, inner = names.hf_layout(cfg)
   out = {k: getattr(cfg, k) for k in _COMMON_FIELDS}
   out.update(num_hidden_groups=groups, inner_group_num=inner,
              hidden_act=_OURS_ACT_TO_HF[cfg.hidden_act], layer_norm_eps=cfg.layer_norm_eps,
              classifier_dropout_prob=cfg.classifier_dropout_prob, model_type="albert",
-             architectures=["AlbertForPreTraining"], pad_token_id=0, bos_token_id=2,
+             architectures=[arch.name], pad_token_id=0, bos_token_id=2,
              eos_token_id=3, tie_word_embeddings=True)
+  if arch.num_labels is not None:
+    # transformers derives num_labels from id2label (LABEL_i is its own name for unnamed labels).
+    labels = arch.labels or tuple(f"LABEL_{i}" for i in range(arch.num_labels))
+    out.update(num_labels=arch.num_labels, id2label={str(i): l for i, l in enumerate(labels)},
+               label2id={l: i for i, l in enumerate(labels)})
+  if arch.problem_type:
+    out["problem_type"] = arch.problem_type
   return out
 
 
@@ -236,7 +414,9 @@ def _read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
 
 def load_hf(hf_dir: str, *, allow_missing_heads: bool = False, strict: bool = True,
             seed: int = 0) -> tuple[ml_collections.ConfigDict, Params]:
-  """Loads a Hugging Face ALBERT directory (AlbertForPreTraining/AlbertModel/AlbertForMaskedLM)."""
+  """Loads a Hugging Face ALBERT directory: AlbertForPreTraining/AlbertModel/AlbertForMaskedLM,
+  or a fine-tuned AlbertFor{Sequence,Token}Classification/MultipleChoice/QuestionAnswering (the
+  tree of our matching task model, see params_from_hf_tensors)."""
   config_path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: not a Hugging Face model directory")
@@ -248,15 +428,24 @@ def load_hf(hf_dir: str, *, allow_missing_heads: bool = False, strict: bool = Tr
   return cfg.to_config_dict(), params
 
 
-def save_hf(config: Any, params: Params, out_dir: str) -> None:
-  """Writes config.json + model.safetensors loadable by transformers.AlbertForPreTraining."""
+def save_hf(config: Any, params: Params, out_dir: str, *,
+            task: Optional[Mapping[str, Any]] = None,
+            encoder_only: bool = False) -> HfArchitecture:
+  """Writes config.json + model.safetensors loadable by the transformers class that holds `params`.
+
+  `task`: the fine-tuning task section (best/task.json's "task"), for the class and labels of a
+  `classifier` head (see hf_architecture). `encoder_only`: write the encoder alone, as AlbertModel.
+  Returns the class written.
+  """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   cfg = ModelConfig.from_any(config)
-  tensors = hf_tensors_from_params(cfg, params)
+  arch = hf_architecture(params, task, encoder_only=encoder_only)
+  tensors = hf_tensors_from_params(cfg, params, arch)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(config_to_hf(cfg), f, indent=2, sort_keys=True)
+    json.dump(config_to_hf(cfg, arch), f, indent=2, sort_keys=True)
   save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+  return arch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,14 +456,20 @@ _TF_SKIP = ("adam_m", "adam_v", "lamb_m", "lamb_v", "AdamWeightDecayOptimizer", 
 
 
 def config_from_official(official: Mapping[str, Any]) -> ModelConfig:
+  """Our config of an official albert_config.json: the official defaults overlaid with the JSON."""
+  if "vocab_size" not in official:
+    raise ValueError("albert_config.json has no field 'vocab_size' (the official AlbertConfig "
+                     "requires it)")
+  merged = dict(_OFFICIAL_DEFAULTS, **{k: v for k, v in official.items()
+                                       if k in _COMMON_FIELDS or k == "hidden_act"})
   # Official "gelu" is the tanh approximation, which is also our "gelu".
   acts = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "swish": "silu"}
-  act = official.get("hidden_act", "gelu")
+  act = merged["hidden_act"]
   if act not in acts:
     raise ValueError(f"albert_config.json field 'hidden_act'={act!r} is not supported; "
                      f"allowed: {sorted(acts)}")
-  fields = {k: official[k] for k in _COMMON_FIELDS if k in official}
-  return ModelConfig(**fields, hidden_act=acts[act], layer_sharing="all")
+  return ModelConfig(**{k: merged[k] for k in _COMMON_FIELDS}, hidden_act=acts[act],
+                     layer_sharing="all")
 
 
 def _resolve_tf_checkpoint(path: str) -> str:
@@ -362,6 +557,18 @@ def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
   return cfg.to_config_dict(), restore_tree(os.path.join(directory, "params"))
 
 
+def read_task(directory: str) -> Optional[dict[str, Any]]:
+  """The fine-tuning task saved beside a checkpoint (`task.json`, as fine-tuning writes it in
+  best/), or None when there is none."""
+  path = os.path.join(fileio.absolute(directory), "task.json")
+  if not fileio.exists(path):
+    return None
+  saved = fileio.read_json(path)
+  if not isinstance(saved, Mapping) or not isinstance(saved.get("task"), Mapping):
+    raise ValueError(f"{path} has no 'task' section (expected {{\"task\": {{\"family\": ...}}}})")
+  return dict(saved["task"])
+
+
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
@@ -379,11 +586,16 @@ def main(argv: Optional[list[str]] = None) -> None:
   parser.add_argument("--out_checkpoint", help="write an albert_jax checkpoint here")
   parser.add_argument("--allow_missing_heads", action="store_true",
                       help="initialize heads absent from the source instead of failing")
+  parser.add_argument("--encoder_only", action="store_true",
+                      help="with --out_hf: write only the encoder (AlbertModel), e.g. for the "
+                      "SQuAD v2.0 head, which Hugging Face has no class for")
   args = parser.parse_args(argv)
   if not (args.out_hf or args.out_checkpoint):
     parser.error("give --out_hf and/or --out_checkpoint")
   if args.tf_checkpoint and not args.albert_config:
     parser.error("--tf_checkpoint needs --albert_config")
+  if args.encoder_only and not args.out_hf:
+    parser.error("--encoder_only applies to --out_hf")
   if args.hf_dir:
     config, params = load_hf(args.hf_dir, allow_missing_heads=args.allow_missing_heads)
   elif args.tf_checkpoint:
@@ -392,8 +604,10 @@ def main(argv: Optional[list[str]] = None) -> None:
   else:
     config, params = load_checkpoint(args.checkpoint)
   if args.out_hf:
-    save_hf(config, params, args.out_hf)
-    print(f"wrote Hugging Face model to {args.out_hf}")
+    # A fine-tuned best/ has its task beside it: which HF class a `classifier` is, its labels.
+    task = read_task(args.checkpoint) if args.checkpoint else None
+    arch = save_hf(config, params, args.out_hf, task=task, encoder_only=args.encoder_only)
+    print(f"wrote Hugging Face {arch.name} to {args.out_hf}")
   if args.out_checkpoint:
     save_checkpoint(config, params, args.out_checkpoint)
     print(f"wrote albert_jax checkpoint to {args.out_checkpoint}")

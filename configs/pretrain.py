@@ -18,11 +18,14 @@ from albert_jax import optim
 from albert_jax import partitioning
 from albert_jax import warm_start
 
+SIZES = ("base", "large", "xlarge", "xxlarge", "bert_base", "bert_large", "tiny")
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "corpus")
 
 
 def get_config(arg=None):
   args = config_utils.parse_arg(arg, size="base", version=2, runlocal=False)
+  if args.size not in SIZES:
+    raise ValueError(f"configs/pretrain.py: size={args.size!r}; allowed: {'|'.join(SIZES)}")
   c = ml_collections.ConfigDict()
   c.seed = 42  # one seed: init, dropout (folded with the step) and data order
 
@@ -65,7 +68,14 @@ def get_config(arg=None):
   c.init_from = warm_start.default_config()
 
   if args.runlocal:
-    c.model = model_config.preset("tiny", args.version)
+    full, c.model = c.model, model_config.preset("tiny", args.version)
+    # The tiny shape keeps what makes the preset's family: BERT's unshared layers with E = H,
+    # and the preset's dropout.
+    c.model.layer_sharing = full.layer_sharing
+    if full.embedding_size == full.hidden_size:
+      c.model.embedding_size = c.model.hidden_size
+    c.model.hidden_dropout_prob = full.hidden_dropout_prob
+    c.model.attention_probs_dropout_prob = full.attention_probs_dropout_prob
     c.model.vocab_size = 2000
     c.data.corpus = os.path.join(CORPUS, "library_*.txt")
     c.data.eval_corpus = os.path.join(CORPUS, "faq.txt")

@@ -48,6 +48,21 @@ def test_cli_prints_table_and_config():
   assert "109,081,344 parameters" in out
 
 
+def test_runlocal_keeps_the_presets_family():
+  import os  # pylint: disable=g-import-not-at-top
+  from albert_jax import config_utils  # pylint: disable=g-import-not-at-top
+  configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  pretrain = config_utils.load_sibling(os.path.join(configs, "x.py"), "pretrain")
+  bert = pretrain.get_config("size=bert_base,runlocal").model
+  assert (bert.layer_sharing, bert.embedding_size, bert.hidden_size) == ("none", 32, 32)
+  assert bert.hidden_dropout_prob == 0.1
+  albert = pretrain.get_config("size=base,version=1,runlocal").model
+  assert (albert.layer_sharing, albert.embedding_size, albert.hidden_dropout_prob) == ("all", 16,
+                                                                                      0.1)
+  with pytest.raises(ValueError, match=r"size='huge'; allowed: base\|large"):
+    pretrain.get_config("size=huge")
+
+
 def test_presets_dropout_by_version():
   assert preset("albert_base", 1).hidden_dropout_prob == 0.1
   assert preset("albert_xxlarge", 1).hidden_dropout_prob == 0.0
