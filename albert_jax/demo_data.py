@@ -7,10 +7,10 @@ the others wait.
 
 Each output keeps a record of what it was made from (SETTINGS_FILE in the records' directory,
 SPM_SETTINGS_FILE beside the SentencePiece model): the config fields passed on, the input files'
-fingerprints (path, size, modification time) and the SentencePiece model's. An output whose record
-matches the current config is reused, so a resumed run does not redo it; one made with other settings
-(say by an earlier run with another `data.max_seq_length` in the same workdir) is made again, with a
-line naming the fields that changed.
+fingerprints (path, size, modification time) and the SentencePiece model's. An output whose
+record matches the current config is reused, so a resumed run does not redo it; one made with other
+settings (say by an earlier run with another `data.max_seq_length` in the same workdir) is made
+again, with a line naming the fields that changed.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def _reusable(what: str, settings_path: str, settings: dict[str, Any], output: s
   if not isinstance(recorded, dict):
     reason = f"no record of the settings it was made with ({settings_path})"
   else:
-    changed = [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+    changed = [k for k in sorted(set(recorded) | set(settings))
+               if recorded.get(k) != settings.get(k)]
     reason = "made with other settings: " + ", ".join(
         _describe(k, recorded.get(k), settings.get(k)) for k in changed)
   print(f"recreating {what}: {reason}", flush=True)
@@ -83,7 +84,8 @@ def _normalized(settings: dict[str, Any]) -> dict[str, Any]:
   return json.loads(json.dumps(settings))
 
 
-def _prepare_spm(corpus_files: list[str], spm_model: str, config: ml_collections.ConfigDict) -> None:
+def _prepare_spm(corpus_files: list[str], spm_model: str,
+                 config: ml_collections.ConfigDict) -> None:
   """Trains the workdir's SentencePiece model unless the existing one was trained the same way."""
   settings = _normalized({"data.corpus": _fingerprints(corpus_files),
                           "data.spm_vocab_size": config.data.spm_vocab_size})
@@ -99,17 +101,18 @@ def _prepare_spm(corpus_files: list[str], spm_model: str, config: ml_collections
 
 
 def _create(corpus_field: str, spm_model: str, output: str, config: ml_collections.ConfigDict,
-            seed: int) -> None:
-  """Writes records of the corpus in config field `corpus_field` to `output`, unless the records
-  there were made with the same settings."""
+            seed_offset: int) -> None:
+  """Writes records of the corpus in config field `corpus_field` to `output` (generator seed
+  `config.seed + seed_offset`), unless the records there were made with the same settings."""
   d = config.data
+  seed = config.seed + seed_offset
   corpus = d[corpus_field.split(".", 1)[1]]
   settings = _normalized({
       corpus_field: _fingerprints(tokenization.expand_globs(corpus, corpus_field)),
       # The model's fingerprint: records made with an earlier model have other token ids.
       "data.spm_model": fileio.fingerprint(spm_model),
       **{f"data.{field}": d[field] for field, _, _ in _FLAGS},
-      "seed": seed,
+      "seed": config.seed,  # the config field, so that a changed seed is reported as it was set
   })
   settings_path = os.path.join(output, SETTINGS_FILE)
   summary = os.path.join(output, create_pretraining_data.SUMMARY_FILE)
@@ -134,11 +137,14 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
   out = os.path.join(os.path.abspath(workdir), "data")
   spm_model = d.spm_model or os.path.join(out, "spm.model")
   if jax.process_index() == 0:
+    if d.spm_model and not fileio.exists(d.spm_model):
+      raise FileNotFoundError(f"config field 'data.spm_model': {d.spm_model!r} does not exist "
+                              "(leave it empty to train a model on data.corpus).")
     if not d.spm_model:
       _prepare_spm(tokenization.expand_globs(d.corpus, "data.corpus"), spm_model, config)
-    _create("data.corpus", spm_model, os.path.join(out, "train"), config, config.seed)
+    _create("data.corpus", spm_model, os.path.join(out, "train"), config, 0)
     if d.eval_corpus:
-      _create("data.eval_corpus", spm_model, os.path.join(out, "eval"), config, config.seed + 1)
+      _create("data.eval_corpus", spm_model, os.path.join(out, "eval"), config, 1)
   multihost_utils.sync_global_devices("pretraining data ready")
   d.spm_model = spm_model
   d.train_files = os.path.join(out, "train", "*.tfrecord")

@@ -442,7 +442,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   predict_fn = jax.jit(make_predict(config, job.model),
                        in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
                        out_shardings=partitioning.replicated(mesh))
-  writer = metrics_lib.Writer(files.tensorboard_dir, files.jsonl_path)
+  writer = metrics_lib.Writer(files.tensorboard_dir, files.jsonl_path, resumed_at=step)
   metric = task.selection_metric
   score = lambda h: h["metrics"][metric]
   best = max(history, key=score) if history else None

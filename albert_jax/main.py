@@ -10,6 +10,7 @@ field is an error). Re-running with the same workdir resumes from its latest che
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from albert_jax import finetune
@@ -30,6 +31,8 @@ def main(argv):
     finetune.run(_CONFIG.value, _WORKDIR.value)
     return
   result = pretrain.run(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() != 0:  # one summary per run, as for the logs
+    return
   train, evaluation = result["train"], result["eval"]
   print(f"finished at step {result['step']}")
   if evaluation:

@@ -45,9 +45,13 @@ def pretraining_flops_per_example(cfg: ModelConfig, seq_len: int, num_prediction
 
 class Writer:
   """TensorBoard scalars and a JSON-lines copy (`metrics.jsonl`, full precision, easy to collect)
-  from process 0; the other processes write nothing."""
+  from process 0; the other processes write nothing.
 
-  def __init__(self, logdir: str, jsonl_path: Optional[str] = None):
+  `resumed_at`: the step a resumed run restarts from. Rows logged after it by the interrupted run
+  are dropped from metrics.jsonl, since the resumed run logs those steps again.
+  """
+
+  def __init__(self, logdir: str, jsonl_path: Optional[str] = None, resumed_at: int = 0):
     self._writer = None
     self._jsonl = None
     self.logdir = logdir
@@ -61,7 +65,8 @@ class Writer:
         self._jsonl = []
         if tf.io.gfile.exists(jsonl_path):
           with tf.io.gfile.GFile(jsonl_path) as f:
-            self._jsonl = f.read().splitlines()
+            self._jsonl = [row for row in f.read().splitlines()
+                           if row and json.loads(row)["step"] <= resumed_at]
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if self._writer is None:

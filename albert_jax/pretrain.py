@@ -357,7 +357,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     eval_step = jax.jit(trainer.make_eval_step(job.objective))
 
   writer = metrics_lib.Writer(os.path.join(workdir, "tensorboard"),
-                              os.path.join(workdir, "metrics.jsonl"))
+                              os.path.join(workdir, "metrics.jsonl"), resumed_at=start_step)
   tokens = t.global_batch_size * config.data.max_seq_length
   flops = t.global_batch_size * metrics_lib.pretraining_flops_per_example(
       model_cfg, config.data.max_seq_length, config.data.max_predictions_per_seq)

@@ -1,4 +1,4 @@
-"""demo_data.prepare: data made in the workdir is reused only when it was made with the same settings."""
+"""demo_data.prepare: the workdir's data is reused only when it was made with the same settings."""
 
 from __future__ import annotations
 
@@ -122,3 +122,15 @@ def test_other_processes_wait_and_create_nothing(tmp_path, config, monkeypatch):
   prepared = demo_data.prepare(config, str(tmp_path))
   assert not (tmp_path / "data").exists()
   assert prepared.data.train_files == str(tmp_path / "data" / "train" / "*.tfrecord")
+
+
+def test_given_spm_model_is_used_and_a_missing_one_is_named(tmp_path, config, spm_model, capsys):
+  config.data.spm_model = str(tmp_path / "missing.model")
+  with pytest.raises(FileNotFoundError, match="data.spm_model"):
+    demo_data.prepare(config, str(tmp_path))
+  config.data.spm_model = spm_model
+  prepared = demo_data.prepare(config, str(tmp_path))
+  assert prepared.data.spm_model == spm_model and not (tmp_path / "data" / "spm.model").exists()
+  capsys.readouterr()
+  demo_data.prepare(config, str(tmp_path))
+  assert "recreating" not in capsys.readouterr().out
