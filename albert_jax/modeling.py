@@ -28,6 +28,7 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
+import numpy as np
 
 from albert_jax import heads
 from albert_jax.layers import activation, constrain, dense, layer_norm
@@ -315,6 +316,19 @@ class _ValidatedConfigModule(nn.Module):
     super().__post_init__()
 
 
+def _check_ids_in_range(ids: Array, size: int, field: str, what: str) -> None:
+  """Out-of-range ids make the embedding lookup return NaN rows (jnp.take fills them), which
+  would poison the whole sequence silently. Checked when the ids are concrete (eager calls such
+  as init or an un-jitted apply); a jitted step cannot look at values without a device sync."""
+  if isinstance(ids, jax.core.Tracer) or ids.size == 0:
+    return
+  ids = np.asarray(ids)  # numpy: jnp ops would be staged when a jit closes over concrete ids
+  low, high = int(ids.min()), int(ids.max())
+  if low < 0 or high >= size:
+    raise ValueError(f"{what} {high if high >= size else low} is outside [0, {size}) of model "
+                     f"config field '{field}'={size}")
+
+
 class AlbertModel(_ValidatedConfigModule):
   """Embeddings + encoder + pooler. Returns sequence_output [B,T,H] and pooled_output [B,H]."""
 
@@ -337,6 +351,8 @@ class AlbertModel(_ValidatedConfigModule):
       attention_mask = jnp.ones_like(input_ids)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
+    _check_ids_in_range(input_ids, cfg.vocab_size, "vocab_size", "token id")
+    _check_ids_in_range(token_type_ids, cfg.type_vocab_size, "type_vocab_size", "token type id")
     x = self.embeddings(input_ids, token_type_ids, deterministic)
     x = constrain(x, ("act_batch", "act_len", "act_embed"))
     sequence_output = self.encoder(x, attention_mask_bias(attention_mask), deterministic)

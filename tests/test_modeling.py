@@ -216,3 +216,16 @@ def test_sequence_longer_than_max_positions():
   ids = jnp.zeros((1, 17), jnp.int32)
   with pytest.raises(ValueError, match="max_position_embeddings"):
     model.init(jax.random.PRNGKey(0), ids)
+
+
+def test_out_of_range_ids_fail_instead_of_nan():
+  model = modeling.AlbertModel(BASE)
+  ids, mask, types = make_inputs()
+  params = model.init(jax.random.PRNGKey(0), ids)
+  with pytest.raises(ValueError, match=r"token id 50 is outside \[0, 50\).*'vocab_size'=50"):
+    model.apply(params, ids.at[0, 1].set(50), mask, types)
+  with pytest.raises(ValueError, match=r"token type id 2 .*'type_vocab_size'=2"):
+    model.apply(params, ids, mask, types.at[1, 0].set(2))
+  # Under jit the values are not looked at (no device sync); in-range ids are unaffected.
+  out = jax.jit(lambda p, i: model.apply(p, i, mask, types))(params, ids)
+  assert np.isfinite(np.asarray(out["sequence_output"])).all()
