@@ -15,7 +15,11 @@ import os
 import jax
 import ml_collections
 
-_GOOGLE_PCI_VENDOR_ID = "0x1ae0"  # TPU chips on the PCI bus (what JAX's TPU detection looks for)
+# TPU chips on the PCI bus, as JAX's own detection (jax/_src/hardware_utils.py) finds them:
+# Google's vendor id (also gVNIC network cards', hence the device ids) and the TPU device ids
+# (v3, an unnamed one, v4, v5p, v5e, v6e, TPU7x).
+_GOOGLE_PCI_VENDOR_ID = "0x1ae0"
+_TPU_PCI_DEVICE_IDS = ("0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -43,16 +47,19 @@ def _should_initialize(c: ml_collections.ConfigDict) -> bool:
 
 
 def on_cloud_tpu_vm(pci_devices: str = "/sys/bus/pci/devices") -> bool:
-  """Whether TPU chips are attached, found as JAX does before it loads the TPU runtime (Google's
-  PCI vendor id). On a TPU VM `initialize()` reads the workers from the TPU metadata, and the
-  multi-host preemption notices need it."""
-  for vendor in glob.glob(os.path.join(pci_devices, "*", "vendor")):
+  """Whether TPU chips are attached, found as JAX does before it loads the TPU runtime. On a TPU
+  VM `initialize()` reads the workers from the TPU metadata, and the multi-host preemption
+  notices need it."""
+  for device in glob.glob(os.path.join(pci_devices, "*")):
     try:
-      with open(vendor) as f:
-        if f.read().strip() == _GOOGLE_PCI_VENDOR_ID:
-          return True
+      with open(os.path.join(device, "vendor")) as f:
+        vendor = f.read().strip()
+      with open(os.path.join(device, "device")) as f:
+        device_id = f.read().strip()
     except OSError:
       continue
+    if vendor == _GOOGLE_PCI_VENDOR_ID and device_id in _TPU_PCI_DEVICE_IDS:
+      return True
   return False
 
 

@@ -32,12 +32,16 @@ def test_initialize_arguments_from_config_then_environment(monkeypatch):
 
 
 def test_cloud_tpu_vm_is_detected_from_pci_devices(tmp_path):
-  for name, vendor in (("0000:00:04.0", "0x1af4"), ("0000:00:05.0", "0x10de")):
+  def add(name, vendor, device):
     (tmp_path / name).mkdir()
     (tmp_path / name / "vendor").write_text(vendor + "\n")
+    (tmp_path / name / "device").write_text(device + "\n")
+
+  add("0000:00:04.0", "0x1af4", "0x1000")  # virtio
+  add("0000:00:05.0", "0x10de", "0x2335")  # an NVIDIA GPU
+  add("0000:00:06.0", "0x1ae0", "0x0042")  # Google's gVNIC network card: not a TPU
   assert not distributed.on_cloud_tpu_vm(str(tmp_path))
-  (tmp_path / "0000:00:06.0").mkdir()
-  (tmp_path / "0000:00:06.0" / "vendor").write_text("0x1ae0\n")
+  add("0000:00:07.0", "0x1ae0", "0x0063")  # a TPU v5e chip
   assert distributed.on_cloud_tpu_vm(str(tmp_path))
 
 
