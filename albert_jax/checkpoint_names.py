@@ -42,7 +42,7 @@ HEADS = ("pooler", "mlm", "sop")
 # the Dense inside our head). GLUE, RACE and tagging heads are all `classifier`
 # (heads.ClassificationHead; HF AlbertFor{Sequence,Token}Classification, AlbertForMultipleChoice);
 # SQuAD v1.1 is `qa_outputs` (heads.SpanHead, HF AlbertForQuestionAnswering). Which HF class a
-# `classifier` belongs to is not in the tree: convert.hf_architecture decides it from the task.
+# `classifier` belongs to is not in the tree: hf_classes.hf_architecture decides it from the task.
 TASK_HEADS = {"classifier": ("classifier", "classifier"), "qa_outputs": ("qa_outputs", "dense")}
 
 

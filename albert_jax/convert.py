@@ -14,7 +14,7 @@ initialized and reported. A fine-tuned HF model (AlbertForSequenceClassification
 model: its `classifier` / `qa_outputs` becomes ours, and the pretraining heads it lacks are not
 expected.
 
-Exporting writes the transformers class that holds the tree (`hf_architecture`): the pretraining
+Exporting writes the transformers class that holds the tree (`hf_classes.hf_architecture`): the pretraining
 heads as AlbertForPreTraining, a fine-tuning head as its HF class, with num_labels, id2label and
 problem_type from the fine-tuning task (`best/task.json`). The SQuAD v2.0 head has no HF class: it
 is an error, unless only the encoder is exported (`encoder_only`, AlbertModel). Nothing is left
@@ -31,7 +31,6 @@ CLI:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ import flax.linen as nn
 
 from albert_jax import checkpoint_names as names
 from albert_jax import fileio
+from albert_jax import hf_classes
 from albert_jax import modeling
 from albert_jax.model_config import ModelConfig
 
@@ -79,11 +79,6 @@ _OFFICIAL_DEFAULTS = dict(embedding_size=128, hidden_size=4096, num_hidden_layer
                           inner_group_num=1, hidden_act="gelu", hidden_dropout_prob=0.0,
                           attention_probs_dropout_prob=0.0, max_position_embeddings=512,
                           type_vocab_size=2, initializer_range=0.02)
-# Our top-level trees besides the encoder 'albert': the pretraining heads, and the fine-tuning
-# heads without a Hugging Face class (those with one are checkpoint_names.TASK_HEADS).
-_PRETRAINING_TREES = ("predictions", "sop_classifier")
-_NO_HF_CLASS = {"squad": "the SQuAD v2.0 head 'squad' (the official XLNet-style start/end/"
-                         "answerability head of AlbertForQuestionAnsweringV2)"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,9 +143,12 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], 
       shape_errors.append(f"{alias} differs from {target}: untied weights are not supported")
   known = {t.hf_key for t in expected} | set(names.HF_IGNORED) | set(names.HF_TIED_ALIASES)
   unexpected = sorted(k for k in tensors if k not in known)
-  # A fine-tuned source lacks the pretraining heads by design: not an error, they are left out.
-  if missing_heads and not allow_missing_heads and not task_heads:
-    missing += [t.hf_key for t in expected if t.head in missing_heads]
+  # A fine-tuned source lacks the pretraining heads by design: not an error, they are left out
+  # (but a head it has part of is incomplete, as in any source).
+  partial = {t.head for t in expected if t.head in missing_heads and t.hf_key in tensors}
+  if missing_heads and not allow_missing_heads:
+    missing += [t.hf_key for t in expected if t.head in (partial if task_heads else missing_heads)
+                and t.hf_key not in tensors]
   problems = ([f"missing: {k}" for k in missing] + [f"shape mismatch: {e}" for e in shape_errors]
               + ([f"unexpected: {k}" for k in unexpected] if strict else []))
   if problems:
@@ -177,113 +175,8 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], 
   return traverse_util.unflatten_dict(flat)
 
 
-@dataclasses.dataclass(frozen=True)
-class HfArchitecture:
-  """The transformers class `save_hf` writes a tree as, and the config.json fields of its head."""
-
-  name: str                                  # config.json `architectures`, e.g. AlbertModel
-  head: Optional[str] = None                 # our top-level tree of its fine-tuning head
-  pooler: bool = True                        # the class runs AlbertModel's pooler
-  num_labels: Optional[int] = None           # outputs of a classification or span head
-  labels: Optional[tuple[str, ...]] = None   # class names for id2label (None: LABEL_i)
-  problem_type: Optional[str] = None         # AlbertForSequenceClassification's loss
-
-  @property
-  def pretraining(self) -> bool:
-    return self.name == "AlbertForPreTraining"
-
-
-def hf_architecture(params: Params, task: Optional[Mapping[str, Any]] = None, *,
-                    encoder_only: bool = False) -> HfArchitecture:
-  """The transformers class that holds `params`, from its top-level trees and its task.
-
-  `task` is the task section of the fine-tuning config (the "task" of `best/task.json`): GLUE,
-  RACE and tagging heads are all called `classifier`, and only the task tells them apart and names
-  their labels. Without it the class is inferred where the tree is unambiguous (no pooler: token
-  classification; more than one output: sequence classification). `encoder_only` exports
-  AlbertModel whatever heads the tree has.
-  """
-  params = nn.unbox(params)
-  trees = set(params)
-  if "albert" not in trees:
-    raise ValueError(f"params have no 'albert' encoder tree (top-level trees: {sorted(trees)})")
-  known = {"albert", *_PRETRAINING_TREES, *names.TASK_HEADS, *_NO_HF_CLASS}
-  if trees - known:
-    raise ValueError(f"params have top-level tree(s) {sorted(trees - known)} that no Hugging Face "
-                     f"ALBERT class holds (known trees: {sorted(known)})")
-  has_pooler = "pooler" in params["albert"]
-  if encoder_only:
-    return HfArchitecture("AlbertModel", pooler=has_pooler)
-  task = dict(task or {})
-  family = task.get("family")
-  heads_ = sorted(trees & ({*names.TASK_HEADS} | {*_NO_HF_CLASS}))
-  if len(heads_) > 1:
-    raise ValueError(f"params have several fine-tuning heads {heads_}; a Hugging Face model "
-                     "holds one")
-  if not heads_:
-    if family:
-      raise ValueError(f"the task says the checkpoint is fine-tuned (task family {family!r}), "
-                       f"but params have no fine-tuning head (top-level trees: {sorted(trees)})")
-    return HfArchitecture("AlbertForPreTraining")
-  head = heads_[0]
-  if head in _NO_HF_CLASS:
-    raise ValueError(f"{_NO_HF_CLASS[head]} has no Hugging Face counterpart (transformers' "
-                     "AlbertForQuestionAnswering is the SQuAD v1.1 span head); export only the "
-                     "encoder, as AlbertModel, with encoder_only=True (--encoder_only)")
-  kernel_path = (head, names.TASK_HEADS[head][1], "kernel")
-  kernel = traverse_util.flatten_dict(params).get(kernel_path)
-  if kernel is None:
-    raise ValueError(f"params lack the head kernel {'/'.join(kernel_path)}")
-  outputs = int(np.shape(kernel)[-1])
-
-  def check_family(allowed: tuple[str, ...]) -> None:
-    if family is not None and family not in allowed:
-      raise ValueError(f"the task family {family!r} does not match the checkpoint's '{head}' "
-                       f"head (a head of {' or '.join(allowed)})")
-
-  if head == "qa_outputs":
-    check_family(("squad",))
-    if outputs != 2:
-      raise ValueError(f"params head 'qa_outputs' has {outputs} outputs; a span head has 2 "
-                       "(start, end)")
-    return HfArchitecture("AlbertForQuestionAnswering", head, pooler=False, num_labels=2)
-  check_family(("glue", "race", "tagging"))
-  if family is None:
-    if not has_pooler:
-      family = "tagging"
-    elif outputs > 1:
-      family = "glue"
-    else:
-      raise ValueError("params head 'classifier' has 1 output: STS-B regression "
-                       "(AlbertForSequenceClassification) or RACE (AlbertForMultipleChoice), "
-                       "which only the task tells apart; give it (task.json beside the "
-                       "checkpoint, as fine-tuning writes it in best/, or save_hf(task=...))")
-  if family == "glue":
-    labels = None
-    if task.get("name"):
-      from albert_jax.data.tasks import glue  # pylint: disable=g-import-not-at-top
-      labels = glue.get_task(task["name"]).labels  # None: regression (STS-B)
-      if outputs != glue.num_labels(task["name"]):
-        raise ValueError(f"params head 'classifier' has {outputs} outputs but GLUE task "
-                         f"{task['name']!r} has {glue.num_labels(task['name'])}")
-    return HfArchitecture("AlbertForSequenceClassification", head, num_labels=outputs,
-                          labels=labels, problem_type=("regression" if outputs == 1
-                                                       else "single_label_classification"))
-  if family == "race":
-    if outputs != 1:
-      raise ValueError(f"params head 'classifier' has {outputs} outputs; a multiple-choice "
-                       "(RACE) head scores each choice with 1")
-    return HfArchitecture("AlbertForMultipleChoice", head)
-  labels = tuple(task["labels"]) if task.get("labels") else None
-  if labels is not None and len(labels) != outputs:
-    raise ValueError(f"params head 'classifier' has {outputs} outputs but the task has "
-                     f"{len(labels)} labels {list(labels)}")
-  return HfArchitecture("AlbertForTokenClassification", head, pooler=False, num_labels=outputs,
-                        labels=labels)
-
-
 def hf_tensors_from_params(cfg: ModelConfig, params: Params,
-                           arch: Optional[HfArchitecture] = None) -> dict[str, np.ndarray]:
+                           arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, np.ndarray]:
   """Our tree -> HF-keyed arrays in PyTorch layout for the class `arch` (default: inferred).
 
   The encoder and a fine-tuning head are required; the pooler too where the class applies it
@@ -293,7 +186,7 @@ def hf_tensors_from_params(cfg: ModelConfig, params: Params,
   a leaf no HF tensor corresponds to is an error.
   """
   params = nn.unbox(params)
-  arch = arch or hf_architecture(params)
+  arch = arch or hf_classes.hf_architecture(params)
   flat = traverse_util.flatten_dict(params)
   wanted = {"pooler": arch.pooler, "mlm": arch.pretraining, "sop": arch.pretraining}
   expected = [t for t in names.tensors(cfg) if t.head is None or wanted[t.head]]
@@ -318,7 +211,7 @@ def hf_tensors_from_params(cfg: ModelConfig, params: Params,
   def held(path):  # whether `arch` has a place for the tree of this leaf
     if path[0] == "albert":
       return arch.pooler or path[1] != "pooler"
-    return path[0] == arch.head or (arch.pretraining and path[0] in _PRETRAINING_TREES)
+    return path[0] == arch.head or (arch.pretraining and path[0] in hf_classes.PRETRAINING_TREES)
 
   left = sorted("/".join(p) for p in flat if p not in written and held(p))
   if left:
@@ -357,9 +250,9 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
                      use_embedding_projection=True, layer_sharing="all")
 
 
-def config_to_hf(cfg: ModelConfig, arch: Optional[HfArchitecture] = None) -> dict[str, Any]:
+def config_to_hf(cfg: ModelConfig, arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, Any]:
   """The config.json of `cfg` for the class `arch` (default AlbertForPreTraining)."""
-  arch = arch or HfArchitecture("AlbertForPreTraining")
+  arch = arch or hf_classes.HfArchitecture("AlbertForPreTraining")
   groups, inner = names.hf_layout(cfg)
   out = {k: getattr(cfg, k) for k in _COMMON_FIELDS}
   out.update(num_hidden_groups=groups, inner_group_num=inner,
@@ -430,16 +323,16 @@ def load_hf(hf_dir: str, *, allow_missing_heads: bool = False, strict: bool = Tr
 
 def save_hf(config: Any, params: Params, out_dir: str, *,
             task: Optional[Mapping[str, Any]] = None,
-            encoder_only: bool = False) -> HfArchitecture:
+            encoder_only: bool = False) -> hf_classes.HfArchitecture:
   """Writes config.json + model.safetensors loadable by the transformers class that holds `params`.
 
   `task`: the fine-tuning task section (best/task.json's "task"), for the class and labels of a
-  `classifier` head (see hf_architecture). `encoder_only`: write the encoder alone, as AlbertModel.
+  `classifier` head (see hf_classes.hf_architecture). `encoder_only`: write the encoder alone, as AlbertModel.
   Returns the class written.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   cfg = ModelConfig.from_any(config)
-  arch = hf_architecture(params, task, encoder_only=encoder_only)
+  arch = hf_classes.hf_architecture(params, task, encoder_only=encoder_only)
   tensors = hf_tensors_from_params(cfg, params, arch)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "config.json"), "w") as f:

@@ -4,16 +4,20 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from albert_jax import convert
+from albert_jax import finetune_files
+from albert_jax import modeling
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tf = pytest.importorskip("tensorflow")
 
-from test_hf_parity import assert_close, hf_model, hf_outputs, inputs, our_outputs  # noqa: E402
+from test_hf_parity import (TASK_CONFIG, assert_close, hf_model, hf_outputs, inputs,  # noqa: E402
+                             our_outputs, random_params)
 
 SMALL = dict(num_hidden_groups=2, inner_group_num=2, embedding_size=8, hidden_size=16,
              num_hidden_layers=4)
@@ -252,3 +256,80 @@ def test_own_checkpoint_round_trip_and_cli(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "albert_jax.convert", "--hf_dir", str(tmp_path)],
                        capture_output=True, text=True)
   assert bad.returncode != 0 and "--out_hf" in bad.stderr
+
+
+def _save_best(workdir, params, task):
+  """A best/ exactly as fine-tuning writes it (params, model_config.json, task.json)."""
+  config = ml_collections.ConfigDict({"model": TASK_CONFIG, "task": task, "model_name": "tiny"})
+  files = finetune_files.RunFiles(str(workdir))
+  files.save_best(config, params, {"step": 1, "metrics": {}})
+  return files.best_dir
+
+
+def test_cli_exports_a_finetuned_best_with_its_task_head(tmp_path, capsys):
+  # RACE's 1-output classifier is STS-B's shape too: only best/task.json tells the class.
+  model = modeling.AlbertForMultipleChoice(TASK_CONFIG)
+  params = random_params(model, (1, 4, 9), seed=21)
+  best = _save_best(tmp_path / "race", params, {"family": "race"})
+  convert.main([f"--checkpoint={best}", f"--out_hf={tmp_path / 'hf'}"])
+  assert "wrote Hugging Face AlbertForMultipleChoice" in capsys.readouterr().out
+  loaded, info = transformers.AlbertForMultipleChoice.from_pretrained(
+      str(tmp_path / "hf"), output_loading_info=True, attn_implementation="eager")
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  ids, mask, types = (a.reshape(2, 4, 9) for a in inputs(seed=22, batch=8))
+  ours = model.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
+  with torch.no_grad():
+    ref = loaded.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                        token_type_ids=torch.tensor(types)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours["logits"]), ref, atol=1e-5, rtol=0)
+
+  # The same weights without task.json: an error that says what is missing, nothing written.
+  convert.save_checkpoint(TASK_CONFIG, params, str(tmp_path / "bare"))
+  with pytest.raises(ValueError, match="1 output.*task.json"):
+    convert.main([f"--checkpoint={tmp_path / 'bare'}", f"--out_hf={tmp_path / 'hf2'}"])
+  assert not os.path.exists(tmp_path / "hf2" / "model.safetensors")
+
+
+def test_cli_squad_v2_refuses_unless_encoder_only(tmp_path, capsys):
+  params = random_params(modeling.AlbertForQuestionAnsweringV2(TASK_CONFIG), (1, 9), seed=23)
+  best = _save_best(tmp_path / "squad2", params, {"family": "squad", "version": "2.0"})
+  with pytest.raises(ValueError, match="'squad'.*no Hugging Face counterpart"):
+    convert.main([f"--checkpoint={best}", f"--out_hf={tmp_path / 'hf'}"])
+  convert.main([f"--checkpoint={best}", f"--out_hf={tmp_path / 'hf'}", "--encoder_only"])
+  assert "wrote Hugging Face AlbertModel" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    convert.main([f"--checkpoint={best}", f"--out_checkpoint={tmp_path / 'c'}",
+                  "--encoder_only"])
+
+
+def test_export_never_drops_a_tensor_silently(tmp_path, caplog):
+  model = modeling.AlbertForSequenceClassification(TASK_CONFIG, num_labels=3)
+  params = random_params(model, (1, 9), seed=24)
+  task = {"family": "glue", "name": "mnli"}
+  convert.save_hf(TASK_CONFIG, params, str(tmp_path / "hf"), task=task)
+
+  # An HF classifier read with allow_missing_heads (as warm starts do) has fresh pretraining
+  # heads besides the imported classifier; exporting it again names what the class cannot hold.
+  config, both = convert.load_hf(str(tmp_path / "hf"), allow_missing_heads=True)
+  assert {"predictions", "sop_classifier", "classifier"} <= set(both)
+  np.testing.assert_array_equal(both["classifier"]["classifier"]["kernel"],
+                                params["classifier"]["classifier"]["kernel"])
+  caplog.clear()
+  assert convert.save_hf(config, both, str(tmp_path / "again"),
+                         task=task).name == "AlbertForSequenceClassification"
+  assert "not exported" in caplog.text and "predictions/bias" in caplog.text
+
+  with pytest.raises(ValueError, match=r"top-level tree\(s\) \['extra'\]"):
+    convert.save_hf(TASK_CONFIG, dict(params, extra={"w": np.zeros(2)}), str(tmp_path / "x"))
+  extra_leaf = dict(params, classifier={"classifier": dict(params["classifier"]["classifier"],
+                                                           scale=np.ones(3, np.float32))})
+  with pytest.raises(ValueError, match="classifier/classifier/scale"):
+    convert.save_hf(TASK_CONFIG, extra_leaf, str(tmp_path / "x"), task=task)
+  with pytest.raises(ValueError, match="GLUE task 'rte' has 2"):
+    convert.save_hf(TASK_CONFIG, params, str(tmp_path / "x"), task={"family": "glue",
+                                                                     "name": "rte"})
+  with pytest.raises(ValueError, match="task family 'squad' does not match"):
+    convert.save_hf(TASK_CONFIG, params, str(tmp_path / "x"), task={"family": "squad"})
+  no_pooler = dict(params, albert={k: v for k, v in params["albert"].items() if k != "pooler"})
+  with pytest.raises(ValueError, match="params lack albert/pooler/kernel"):
+    convert.save_hf(TASK_CONFIG, no_pooler, str(tmp_path / "x"), task=task)
