@@ -14,11 +14,12 @@ initialized and reported. A fine-tuned HF model (AlbertForSequenceClassification
 model: its `classifier` / `qa_outputs` becomes ours, and the pretraining heads it lacks are not
 expected.
 
-Exporting writes the transformers class that holds the tree (`hf_classes.hf_architecture`): the pretraining
-heads as AlbertForPreTraining, a fine-tuning head as its HF class, with num_labels, id2label and
-problem_type from the fine-tuning task (`best/task.json`). The SQuAD v2.0 head has no HF class: it
-is an error, unless only the encoder is exported (`encoder_only`, AlbertModel). Nothing is left
-out silently: a tensor the class has no place for is named in a warning, an unknown one is an error.
+Exporting writes the transformers class that holds the tree (`hf_classes.hf_architecture`): the
+pretraining heads as AlbertForPreTraining, a fine-tuning head as its HF class, with num_labels,
+id2label and problem_type from the fine-tuning task (`best/task.json`). The SQuAD v2.0 head has no
+HF class: it is an error, unless only the encoder is exported (`encoder_only`, AlbertModel).
+Nothing is left out silently: a tensor the class has no place for is named in a warning, an
+unknown one is an error.
 
 Config fields missing from a config.json / albert_config.json take the source's own defaults (both
 AlbertConfigs default to the xxlarge shape), as transformers and the official code do.
@@ -176,7 +177,8 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], 
 
 
 def hf_tensors_from_params(cfg: ModelConfig, params: Params,
-                           arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, np.ndarray]:
+                           arch: Optional[hf_classes.HfArchitecture] = None
+                           ) -> dict[str, np.ndarray]:
   """Our tree -> HF-keyed arrays in PyTorch layout for the class `arch` (default: inferred).
 
   The encoder and a fine-tuning head are required; the pooler too where the class applies it
@@ -250,7 +252,8 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
                      use_embedding_projection=True, layer_sharing="all")
 
 
-def config_to_hf(cfg: ModelConfig, arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, Any]:
+def config_to_hf(cfg: ModelConfig,
+                 arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, Any]:
   """The config.json of `cfg` for the class `arch` (default AlbertForPreTraining)."""
   arch = arch or hf_classes.HfArchitecture("AlbertForPreTraining")
   groups, inner = names.hf_layout(cfg)
@@ -327,7 +330,8 @@ def save_hf(config: Any, params: Params, out_dir: str, *,
   """Writes config.json + model.safetensors loadable by the transformers class that holds `params`.
 
   `task`: the fine-tuning task section (best/task.json's "task"), for the class and labels of a
-  `classifier` head (see hf_classes.hf_architecture). `encoder_only`: write the encoder alone, as AlbertModel.
+  `classifier` head (see hf_classes.hf_architecture). `encoder_only`: write the encoder alone, as
+  AlbertModel.
   Returns the class written.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top

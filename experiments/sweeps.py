@@ -31,7 +31,7 @@ class Run:
   version: int = 1                           # v1 = the paper's 125k-step setting
   init_from_run: str = ""                    # warm start from this earlier run of the sweep
   note: str = ""
-  # data.train_files from the launcher's data flags, named in braces: --data, --extra_data, --nsp_data
+  # data.train_files from the launcher's data flags in braces: --data, --extra_data, --nsp_data
   train_files: str = "{data}"
 
 
