@@ -136,10 +136,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
   d = config.data
   out = os.path.join(os.path.abspath(workdir), "data")
   spm_model = d.spm_model or os.path.join(out, "spm.model")
+  # Checked on every process: the others would otherwise wait for process 0 at the barrier.
+  if d.spm_model and not fileio.exists(d.spm_model):
+    raise FileNotFoundError(f"config field 'data.spm_model': {d.spm_model!r} does not exist "
+                            "(leave it empty to train a model on data.corpus).")
   if jax.process_index() == 0:
-    if d.spm_model and not fileio.exists(d.spm_model):
-      raise FileNotFoundError(f"config field 'data.spm_model': {d.spm_model!r} does not exist "
-                              "(leave it empty to train a model on data.corpus).")
     if not d.spm_model:
       _prepare_spm(tokenization.expand_globs(d.corpus, "data.corpus"), spm_model, config)
     _create("data.corpus", spm_model, os.path.join(out, "train"), config, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from typing import Optional
 
 import jax
 import ml_collections
@@ -24,8 +25,9 @@ _TPU_PCI_DEVICE_IDS = ("0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # "auto": initialize on TPU pods, under SLURM, or when the JAX_* variables are set; "off": never;
-  # "on": always (with the fields below or the environment).
+  # "auto": initialize on Cloud TPU VMs, under SLURM with several tasks, when
+  # JAX_COORDINATOR_ADDRESS is set, or when the fields below name a coordinator or several
+  # processes; "off": never; "on": always (with the fields below or the environment).
   c.mode = "auto"
   c.coordinator_address = ""   # host:port of process 0
   c.num_processes = 0          # 0: from the environment
@@ -43,7 +45,14 @@ def _should_initialize(c: ml_collections.ConfigDict) -> bool:
     raise ValueError(f"config field 'multihost.mode'={c.mode!r}: allowed 'auto', 'on', 'off'")
   env = os.environ
   return ("JAX_COORDINATOR_ADDRESS" in env or "SLURM_JOB_ID" in env and
-          int(env.get("SLURM_NTASKS", "1")) > 1 or on_cloud_tpu_vm())
+          int(env.get("SLURM_NTASKS", "1")) > 1 or
+          tpu_platform_allowed(jax.config.jax_platforms) and on_cloud_tpu_vm())
+
+
+def tpu_platform_allowed(platforms: Optional[str]) -> bool:
+  """Whether JAX may use the TPU (`jax_platforms` unset or naming tpu): JAX_PLATFORMS=cpu on a
+  TPU VM (e.g. tests) must not join the TPU workers' distributed system."""
+  return not platforms or "tpu" in platforms.split(",")
 
 
 def on_cloud_tpu_vm(pci_devices: str = "/sys/bus/pci/devices") -> bool:

@@ -168,7 +168,7 @@ class AlbertLayerStep(nn.Module):
   def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
                dropout_key: Optional[Array], step: Array):
     for n in range(self.config.inner_group_num):
-      key = (None if deterministic else
+      key = (None if dropout_key is None else
              jax.random.fold_in(jax.random.fold_in(dropout_key, step), n))
       x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
           x, mask_bias, deterministic, key)
@@ -271,7 +271,9 @@ class AlbertGroup(nn.Module):
                      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                      length=cfg.depth_blocks, split_rngs={"params": False, "dropout": False})
       steps = steps.reshape(cfg.depth_blocks, -1)
-    dropout_key = None if deterministic else self.make_rng("dropout")
+    # No 'dropout' rng is needed when no rate is positive (v2 configs), as with nn.Dropout.
+    drops = cfg.hidden_dropout_prob > 0 or cfg.attention_probs_dropout_prob > 0
+    dropout_key = self.make_rng("dropout") if drops and not deterministic else None
     x, _ = scan(cfg, name="layers")(x, mask_bias, deterministic, dropout_key, steps)
     return x, None
 

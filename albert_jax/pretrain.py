@@ -13,6 +13,7 @@ evaluate every `eval_every_steps`; save every `checkpoint_every_steps` and on SI
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import signal
@@ -280,7 +281,12 @@ def reader_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.data
   return {"process_count": jax.process_count(),
           "batch_size_per_host": config.training.global_batch_size // jax.process_count(),
-          "train_files": pipeline.list_files(d.train_files), "max_seq_length": d.max_seq_length,
+          # A digest of the absolute file list: it may hold thousands of files, and the same
+          # files reached through a relative glob from another directory are the same readers.
+          "train_files": hashlib.sha256("\n".join(
+              os.path.abspath(f) if "://" not in f else f
+              for f in pipeline.list_files(d.train_files)).encode()).hexdigest(),
+          "max_seq_length": d.max_seq_length,
           "max_predictions_per_seq": d.max_predictions_per_seq,
           "dynamic_masking": bool(d.dynamic_masking), "shuffle_buffer_size": d.shuffle_buffer_size,
           "seed": config.seed}
@@ -370,6 +376,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
 
+  def run_eval(at_step):
+    values = evaluate(config, eval_step, state.params, mesh, rules)
+    writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})
+    if is_chief:
+      print(f"eval at step {at_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
+            flush=True)
+    return values
+
   def report(step_metrics, at_step):
     values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
     values.update(progress.report(at_step))
@@ -402,11 +416,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # A signal (e.g. a preemption notice) leaves no time for a mid-run evaluation.
         if (eval_step is not None and (step % t.eval_every_steps == 0 or step == t.total_steps)
             and not (stopping and step < t.total_steps)):
-          last_eval = evaluate(config, eval_step, state.params, mesh, rules)
-          writer.scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
-          if is_chief:
-            print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}"
-                                                       for k, v in last_eval.items()), flush=True)
+          last_eval = run_eval(step)
         if stopping:
           logging.warning("stopped by signal at step %d; checkpoint saved", step)
           break
@@ -414,6 +424,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           global_batch = partitioning.global_batch(next(train_iter), mesh)
       if pending is not None:
         last_train = report(*pending)
+      if eval_step is not None and step == t.total_steps and not last_eval:
+        # Resumed at the end (the checkpoint is saved before the final evaluation, which then
+        # failed or was cut short): evaluate the final parameters now.
+        last_eval = run_eval(step)
     finally:
       ckpt.close()
       writer.close()

@@ -110,6 +110,8 @@ def test_failed_creation_keeps_the_old_data_and_retries(tmp_path, config, monkey
   monkeypatch.setattr(create_pretraining_data, "main", lambda argv: 1)
   with pytest.raises(RuntimeError, match="data.corpus"):
     demo_data.prepare(config, str(tmp_path))
+  summary = json.loads((tmp_path / "data" / "train" / "summary.json").read_text())
+  assert summary["settings"]["dupe_factor"] == 1  # the old data is still there
   monkeypatch.undo()
   demo_data.prepare(config, str(tmp_path))
   summary = json.loads((tmp_path / "data" / "train" / "summary.json").read_text())
@@ -119,6 +121,10 @@ def test_failed_creation_keeps_the_old_data_and_retries(tmp_path, config, monkey
 def test_other_processes_wait_and_create_nothing(tmp_path, config, monkeypatch):
   monkeypatch.setattr(demo_data.jax, "process_index", lambda: 1)
   _forbid_creation(monkeypatch)
+  config.data.spm_model = str(tmp_path / "missing.model")
+  with pytest.raises(FileNotFoundError, match="data.spm_model"):  # not a wait at the barrier
+    demo_data.prepare(config, str(tmp_path))
+  config.data.spm_model = ""
   prepared = demo_data.prepare(config, str(tmp_path))
   assert not (tmp_path / "data").exists()
   assert prepared.data.train_files == str(tmp_path / "data" / "train" / "*.tfrecord")

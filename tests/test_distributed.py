@@ -62,3 +62,9 @@ def test_two_processes_from_the_documented_environment_variables():
   for i, (p, (out, err)) in enumerate(zip(procs, outs)):
     assert p.returncode == 0, err[-2000:]
     assert f"process {i} of 2" in out
+
+
+def test_cpu_platform_on_a_tpu_vm_does_not_join_the_tpu_workers():
+  assert distributed.tpu_platform_allowed(None) and distributed.tpu_platform_allowed("")
+  assert distributed.tpu_platform_allowed("tpu,cpu")
+  assert not distributed.tpu_platform_allowed("cpu")

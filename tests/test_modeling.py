@@ -147,7 +147,8 @@ def test_remat_and_dropout(policy):
                                                         (0, 2, 2, "none")])
 def test_remat_scan_blocks_match_one_scan(blocks, groups, inner, policy):
   """Blocks change the backward pass's memory, not the parameter tree, the init or the maths."""
-  cfg = dict(BASE, num_hidden_layers=12, num_hidden_groups=groups, inner_group_num=inner)
+  cfg = dict(BASE, num_hidden_layers=12, num_hidden_groups=groups, inner_group_num=inner,
+             hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
   ids, mask, types = make_inputs()
   plain = modeling.AlbertForPreTraining(cfg)
   blocked = modeling.AlbertForPreTraining(dict(cfg, remat_policy=policy, remat_scan_blocks=blocks))
@@ -162,11 +163,14 @@ def test_remat_scan_blocks_match_one_scan(blocks, groups, inner, policy):
     return jnp.sum(out["mlm_logits"] ** 2) + jnp.sum(out["sop_logits"])
 
   # With dropout too: every layer draws the same mask however the depth is cut into blocks.
+  losses = []
   for deterministic in (True, False):
     l1, g1 = jax.value_and_grad(lambda p: loss(plain, p, deterministic))(params)
     l2, g2 = jax.value_and_grad(lambda p: loss(blocked, p, deterministic))(params)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
     jax.tree.map(assert_grad_close, g1, g2)
+    losses.append(l1)
+  assert not np.isclose(losses[0], losses[1])  # dropout did act
 
 
 def test_bfloat16_compute():
@@ -229,3 +233,13 @@ def test_out_of_range_ids_fail_instead_of_nan():
   # Under jit the values are not looked at (no device sync); in-range ids are unaffected.
   out = jax.jit(lambda p, i: model.apply(p, i, mask, types))(params, ids)
   assert np.isfinite(np.asarray(out["sequence_output"])).all()
+
+
+def test_training_mode_without_dropout_needs_no_rng():
+  # v2 configs have no dropout: training-mode calls need no 'dropout' rng, as with nn.Dropout.
+  model = modeling.AlbertForPreTraining(dict(BASE, num_hidden_layers=2))
+  ids, mask, types = make_inputs()
+  params = model.init(jax.random.PRNGKey(0), ids)["params"]
+  train = model.apply({"params": params}, ids, mask, types, deterministic=False)
+  test = model.apply({"params": params}, ids, mask, types)
+  np.testing.assert_array_equal(train["mlm_logits"], test["mlm_logits"])

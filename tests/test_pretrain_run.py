@@ -139,6 +139,16 @@ def test_a_failed_evaluation_keeps_the_steps_checkpoint(tmp_path, static_records
                 check=False)
   assert proc.returncode != 0 and "evaluation failed" in proc.stderr
   assert os.path.isdir(tmp_path / "checkpoints" / "3")  # saved before the evaluation ran
+  # A final evaluation that failed is made when the finished run is launched again.
+  final = tmp_path / "final"
+  proc = driver(final, static_records, "--fail_eval", "--set", "training.eval_every_steps=100",
+                check=False)
+  assert proc.returncode != 0 and os.path.isdir(final / "checkpoints" / "6")
+  eval_files = json.dumps(str(static_records / "*.tfrecord"))
+  proc = driver(final, static_records, "--set", f"data.eval_files={eval_files}",
+                "--set", "training.eval_every_steps=100")
+  result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  assert result["step"] == 6 and "mlm_accuracy" in result["eval"]
 
 
 def test_nonfinite_losses_stop_the_run(tmp_path, static_records):
