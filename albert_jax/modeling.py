@@ -97,6 +97,13 @@ def attention_core(q: Array, k: Array, v: Array, mask_bias: Array,
   return jnp.einsum("bnqk,bknd->bqnd", probs, v)
 
 
+def _fold_key(key: Optional[Array], *indices) -> Optional[Array]:
+  """`key` folded with each index in turn (None stays None: the module's own 'dropout' rng)."""
+  for i in indices:
+    key = None if key is None else jax.random.fold_in(key, i)
+  return key
+
+
 class AlbertAttention(nn.Module):
   """Multi-head self-attention with output dense, dropout, residual and post-LayerNorm."""
 
@@ -108,7 +115,6 @@ class AlbertAttention(nn.Module):
                dropout_key: Optional[Array] = None) -> Array:
     cfg = self.config
     heads_, head_dim = cfg.num_attention_heads, cfg.head_dim
-    key = lambda i: None if dropout_key is None else jax.random.fold_in(dropout_key, i)
 
     def project(name):
       y = dense(cfg, cfg.hidden_size, ("hidden", "heads"), name, init_salt=self.init_salt)(x)
@@ -116,11 +122,12 @@ class AlbertAttention(nn.Module):
 
     dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
     context = attention_core(project("query"), project("key"), project("value"), mask_bias,
-                             lambda probs: dropout(probs, deterministic, key(0)), cfg.dtype)
+                             lambda probs: dropout(probs, deterministic,
+                                                   _fold_key(dropout_key, 0)), cfg.dtype)
     context = checkpoint_name(context.reshape(context.shape[:2] + (cfg.hidden_size,)), "context")
     out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
         context)
-    out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic, key(1))
+    out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic, _fold_key(dropout_key, 1))
     out = checkpoint_name(out + x, "attention_residual")
     return layer_norm(cfg, "hidden", "LayerNorm")(out).astype(cfg.dtype)
 
@@ -142,14 +149,13 @@ class AlbertLayer(nn.Module):
     cfg = self.config
     shared = _SHARED_KEYS[cfg.layer_sharing]
     salt = lambda key: None if key in shared else self.step
-    key = lambda i: None if dropout_key is None else jax.random.fold_in(dropout_key, i)
     a = AlbertAttention(cfg, init_salt=salt("attention"), name="attention")(
-        x, mask_bias, deterministic, key(0))
+        x, mask_bias, deterministic, _fold_key(dropout_key, 0))
     h = dense(cfg, cfg.intermediate_size, ("hidden", "mlp"), "ffn", init_salt=salt("ffn"))(a)
     h = activation(cfg.hidden_act)(checkpoint_name(h, "ffn"))
     f = dense(cfg, cfg.hidden_size, ("mlp", "hidden"), "ffn_output",
               init_salt=salt("ffn_output"))(h)
-    f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic, key(1))
+    f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic, _fold_key(dropout_key, 1))
     f = checkpoint_name(f + a, "ffn_residual")
     out = layer_norm(cfg, "hidden", "full_layer_layer_norm")(f).astype(cfg.dtype)
     return constrain(out, ("act_batch", "act_len", "act_hidden"))
@@ -168,10 +174,8 @@ class AlbertLayerStep(nn.Module):
   def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
                dropout_key: Optional[Array], step: Array):
     for n in range(self.config.inner_group_num):
-      key = (None if dropout_key is None else
-             jax.random.fold_in(jax.random.fold_in(dropout_key, step), n))
       x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
-          x, mask_bias, deterministic, key)
+          x, mask_bias, deterministic, _fold_key(dropout_key, step, n))
     return x, None
 
 

@@ -314,11 +314,10 @@ def _restore_or_initialize(config, job, ckpt, train_iter, reader_settings_now, s
   restored = ckpt.restore_latest(state)
   if restored is not None:
     step, state, position = restored
-    changed = [] if position is None else _changed_reader_settings(position, reader_settings_now)
     if position is None:
       logging.warning("checkpoint %d has no saved reader position: data restart from the "
                       "beginning", step)
-    elif changed:
+    elif changed := _changed_reader_settings(position, reader_settings_now):
       logging.warning("checkpoint %d's reader positions were saved with other data settings "
                       "(%s): the data readers restart from the beginning of their files", step,
                       ", ".join(changed))

@@ -95,8 +95,7 @@ def command(run: sweeps.Run, config: ml_collections.ConfigDict, wd: str, runloca
   """The `albert_jax.main` command line of a run (every field that differs from the preset)."""
   base = sweeps.preset_config(run, runlocal)  # what the --config argument below gives
   args = [sys.executable if _MODE.value == "local" else "python", "-m", "albert_jax.main",
-          f"--config=configs/pretrain.py:size={run.size},version={run.version}"
-          + (",runlocal" if runlocal else ""), f"--workdir={wd}"]
+          f"--config=configs/pretrain.py:{sweeps.preset_arg(run, runlocal)}", f"--workdir={wd}"]
   flat_base = _flatten(base.to_dict())
   for key, value in _flatten(config.to_dict()).items():
     if flat_base.get(key) != value:

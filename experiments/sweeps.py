@@ -170,11 +170,15 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
   node[leaf] = value
 
 
+def preset_arg(run: Run, runlocal: bool = False) -> str:
+  """The run's configs/pretrain.py argument: `--config=configs/pretrain.py:<this>`."""
+  return f"size={run.size},version={run.version}" + (",runlocal" if runlocal else "")
+
+
 def preset_config(run: Run, runlocal: bool = False) -> ml_collections.ConfigDict:
   """configs/pretrain.py at the run's preset, as `--config=configs/pretrain.py:<arg>` gives it."""
   pretrain = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")
-  return pretrain.get_config(f"size={run.size},version={run.version}"
-                             + (",runlocal" if runlocal else ""))
+  return pretrain.get_config(preset_arg(run, runlocal))
 
 
 def data_flags(run: Run) -> list[str]:
