@@ -19,6 +19,9 @@ import ml_collections
 # function "gelu_new" and uses "gelu" for the exact erf form, which we call "gelu_exact").
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_exact", "relu", "tanh", "silu")
 LAYER_SHARING = ("all", "attention", "ffn", "none")
+# `attention_impl` values (albert_jax/attention.py); the fused ones have no attention dropout.
+ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "splash")
+FUSED_ATTENTION = ("dot_product_attention", "splash")
 DTYPES = ("float32", "bfloat16", "float16")
 # Residuals kept by the "matmul_and_layernorm_inputs" remat policy: the operands the backward
 # matmuls need and the LayerNorm inputs (tagged with `checkpoint_name` in modeling.py). LayerNorms,
@@ -67,7 +70,8 @@ class ModelConfig:
   param_dtype: str = "float32"
   remat_policy: str = "none"
   # Steps of the depth scan unrolled per loop iteration (1: a rolled loop, compile time independent
-  # of depth; num_hidden_layers: straight-line code like an unrolled Python loop).
+  # of depth; num_hidden_layers: straight-line code like an unrolled Python loop, the group scan
+  # and the blocks of remat_scan_blocks unrolled too, so XLA's cost analysis counts every layer).
   scan_unroll: int = 1
   # Each group's depth scan split into this many rematerialized blocks (a scan of scans). The
   # backward pass then keeps one [B, T, H] input per block plus one per layer of the block being
@@ -76,6 +80,10 @@ class ModelConfig:
   # its square root. Only with layer_sharing="all": stacked per-layer weights and their optimizer
   # state dwarf the per-layer inputs, and blocks would change the stacked parameter layout.
   remat_scan_blocks: int = 1
+  # The attention core (albert_jax/attention.py): "xla" (einsum, the numerical reference),
+  # "dot_product_attention" (jax.nn's; cuDNN flash attention on NVIDIA GPUs), "splash" (the Pallas
+  # TPU flash kernel), or "auto": the platform's fused kernel where dropout and shapes allow it.
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     _validate(self)
@@ -112,6 +120,11 @@ class ModelConfig:
   @property
   def layers_per_group(self) -> int:
     return self.num_hidden_layers // self.num_hidden_groups
+
+  @property
+  def straight_line_depth(self) -> bool:
+    """Whether `scan_unroll` unrolls every depth loop (groups, blocks and layers)."""
+    return self.scan_unroll >= self.num_hidden_layers
 
   @property
   def depth_blocks(self) -> int:
@@ -162,6 +175,13 @@ def _validate(c: ModelConfig) -> None:
   if c.remat_scan_blocks != 1 and c.layer_sharing != "all":
     fail("remat_scan_blocks", "blocks of the depth scan need layer_sharing='all' (got "
          f"{c.layer_sharing!r}); use remat_policy alone for stacked layers")
+  if c.attention_impl not in ATTENTION_IMPLS:
+    fail("attention_impl", f"unknown implementation {c.attention_impl!r}; allowed: "
+         f"{ATTENTION_IMPLS}")
+  if c.attention_impl in FUSED_ATTENTION and c.attention_probs_dropout_prob > 0:
+    fail("attention_impl", f"{c.attention_impl!r} has no attention-probability dropout, but "
+         f"'attention_probs_dropout_prob'={c.attention_probs_dropout_prob}; use 'auto' (xla "
+         "while that dropout is active) or 'xla', or set attention_probs_dropout_prob=0")
   if c.use_embedding_projection is False and c.embedding_size != c.hidden_size:
     fail("use_embedding_projection", "can only be False when embedding_size == hidden_size "
          f"(got E={c.embedding_size}, H={c.hidden_size})")

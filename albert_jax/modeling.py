@@ -30,16 +30,12 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 import numpy as np
 
+from albert_jax import attention
 from albert_jax import heads
 from albert_jax.layers import activation, constrain, dense, layer_norm
 from albert_jax.model_config import MATMUL_AND_LAYERNORM_INPUTS, ModelConfig
 
 Array = jax.Array
-
-# Official ALBERT adds (1 - mask) * -10000 to the attention scores. Scores and softmax are always
-# computed in float32 here, where -10000 drives masked probabilities to exactly 0 for any realistic
-# score, so the official constant is also dtype-safe (a finfo.min would overflow to -inf on addition).
-MASK_BIAS = -10000.0
 
 # Sub-trees of one layer that `layer_sharing` shares across depth (names as in the tree above).
 _SHARED_KEYS = {
@@ -83,20 +79,6 @@ class AlbertEmbeddings(nn.Module):
     return self.word_embeddings.attend(x)
 
 
-def attention_core(q: Array, k: Array, v: Array, mask_bias: Array,
-                   dropout: Callable[[Array], Array], dtype: Any) -> Array:
-  """Scaled dot-product attention of [B, T, heads, head_dim] q, k, v -> context of the same shape.
-
-  Scores and softmax in float32 with the additive `mask_bias` [B, 1, 1, T]; `dropout` acts on the
-  probabilities, which are then cast to the compute `dtype`.
-  """
-  scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-  scores = scores / jnp.sqrt(jnp.float32(q.shape[-1])) + mask_bias
-  probs = dropout(jax.nn.softmax(scores, axis=-1))
-  probs = checkpoint_name(probs.astype(dtype), "attention_probs")
-  return jnp.einsum("bnqk,bknd->bqnd", probs, v)
-
-
 def _fold_key(key: Optional[Array], *indices) -> Optional[Array]:
   """`key` folded with each index in turn (None stays None: the module's own 'dropout' rng)."""
   for i in indices:
@@ -111,7 +93,7 @@ class AlbertAttention(nn.Module):
   init_salt: Optional[Array] = None  # see layers.dense; None when the attention is shared
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
                dropout_key: Optional[Array] = None) -> Array:
     cfg = self.config
     heads_, head_dim = cfg.num_attention_heads, cfg.head_dim
@@ -121,9 +103,12 @@ class AlbertAttention(nn.Module):
       return checkpoint_name(y.reshape(y.shape[:-1] + (heads_, head_dim)), name)
 
     dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
-    context = attention_core(project("query"), project("key"), project("value"), mask_bias,
-                             lambda probs: dropout(probs, deterministic,
-                                                   _fold_key(dropout_key, 0)), cfg.dtype)
+    impl = attention.resolve(cfg.attention_impl, dtype=cfg.dtype, seq_len=x.shape[1],
+                             dropout_active=cfg.attention_probs_dropout_prob > 0
+                             and not deterministic)
+    context = attention.attend(impl, project("query"), project("key"), project("value"),
+                               attention_mask, lambda probs: dropout(
+                                   probs, deterministic, _fold_key(dropout_key, 0)), cfg.dtype)
     context = checkpoint_name(context.reshape(context.shape[:2] + (cfg.hidden_size,)), "context")
     out = dense(cfg, cfg.hidden_size, ("heads", "hidden"), "dense", init_salt=self.init_salt)(
         context)
@@ -144,13 +129,13 @@ class AlbertLayer(nn.Module):
   step: Optional[Array] = None
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
                dropout_key: Optional[Array] = None) -> Array:
     cfg = self.config
     shared = _SHARED_KEYS[cfg.layer_sharing]
     salt = lambda key: None if key in shared else self.step
     a = AlbertAttention(cfg, init_salt=salt("attention"), name="attention")(
-        x, mask_bias, deterministic, _fold_key(dropout_key, 0))
+        x, attention_mask, deterministic, _fold_key(dropout_key, 0))
     h = dense(cfg, cfg.intermediate_size, ("hidden", "mlp"), "ffn", init_salt=salt("ffn"))(a)
     h = activation(cfg.hidden_act)(checkpoint_name(h, "ffn"))
     f = dense(cfg, cfg.hidden_size, ("mlp", "hidden"), "ffn_output",
@@ -171,11 +156,11 @@ class AlbertLayerStep(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
                dropout_key: Optional[Array], step: Array):
     for n in range(self.config.inner_group_num):
       x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
-          x, mask_bias, deterministic, _fold_key(dropout_key, step, n))
+          x, attention_mask, deterministic, _fold_key(dropout_key, step, n))
     return x, None
 
 
@@ -206,14 +191,14 @@ def _remat(module_cls, policy: str):
     saveable = jax.checkpoint_policies.save_only_these_names(*MATMUL_AND_LAYERNORM_INPUTS)
   else:
     saveable = getattr(jax.checkpoint_policies, policy)
-  # static_argnums counts self: (self, x, mask_bias, deterministic, dropout_key, steps).
+  # static_argnums counts self: (self, x, attention_mask, deterministic, dropout_key, steps).
   return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,), policy=saveable)
 
 
 def _depth_scan(cfg: ModelConfig, length: int):
   """`length` steps of depth as a scanned module class, sharing per `layer_sharing`.
 
-  The scanned call is (x, mask_bias, deterministic, dropout_key, steps) with steps the [length]
+  The scanned call is (x, attention_mask, deterministic, dropout_key, steps) with steps the [length]
   indices of the steps in the group. No rng is split across steps: broadcast weights must not
   depend on the step, unshared weights are decorrelated by folding the step index into their init
   key, and dropout keys by folding it into `dropout_key`.
@@ -251,9 +236,9 @@ class _DepthBlock(nn.Module):
     self.inner = _depth_scan(cfg, cfg.layers_per_group // cfg.depth_blocks)(cfg)
     nn.share_scope(self, self.inner)
 
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
                dropout_key: Optional[Array], steps: Array):
-    return self.inner(x, mask_bias, deterministic, dropout_key, steps)
+    return self.inner(x, attention_mask, deterministic, dropout_key, steps)
 
 
 class AlbertGroup(nn.Module):
@@ -262,7 +247,7 @@ class AlbertGroup(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool):
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool):
     cfg = self.config
     steps = jnp.arange(cfg.layers_per_group)
     if cfg.depth_blocks == 1:
@@ -273,12 +258,13 @@ class AlbertGroup(nn.Module):
       # (`remat_scan_blocks` > 1 implies layer_sharing="all": every weight is broadcast.)
       scan = nn.scan(_remat(_DepthBlock, "nothing_saveable"), variable_broadcast="params",
                      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                     length=cfg.depth_blocks, split_rngs={"params": False, "dropout": False})
+                     length=cfg.depth_blocks, split_rngs={"params": False, "dropout": False},
+                     unroll=cfg.depth_blocks if cfg.straight_line_depth else 1)
       steps = steps.reshape(cfg.depth_blocks, -1)
     # No 'dropout' rng is needed when no rate is positive (v2 configs), as with nn.Dropout.
     drops = cfg.hidden_dropout_prob > 0 or cfg.attention_probs_dropout_prob > 0
     dropout_key = self.make_rng("dropout") if drops and not deterministic else None
-    x, _ = scan(cfg, name="layers")(x, mask_bias, deterministic, dropout_key, steps)
+    x, _ = scan(cfg, name="layers")(x, attention_mask, deterministic, dropout_key, steps)
     return x, None
 
 
@@ -288,7 +274,7 @@ class AlbertEncoder(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool) -> Array:
     cfg = self.config
     if cfg.has_embedding_projection:
       x = dense(cfg, cfg.hidden_size, ("embed", "hidden"), "embedding_hidden_mapping_in")(x)
@@ -296,6 +282,7 @@ class AlbertEncoder(nn.Module):
     groups = nn.scan(AlbertGroup, variable_axes={"params": 0, "shared": 0},
                      split_rngs={"params": True, "dropout": True},
                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_hidden_groups,
+                     unroll=cfg.num_hidden_groups if cfg.straight_line_depth else 1,
                      metadata_params={nn.PARTITION_NAME: "groups"})
     if cfg.layer_sharing in ("attention", "ffn"):
       # Partially shared weights cross the group scan in the 'shared' collection (see
@@ -303,13 +290,8 @@ class AlbertEncoder(nn.Module):
       split, merge = _split_shared(_SHARED_KEYS[cfg.layer_sharing])
       groups = nn.map_variables(groups, ["params", "shared"], trans_in_fn=split,
                                 trans_out_fn=merge, mutable=True)
-    x, _ = groups(cfg, name="groups")(x, mask_bias, deterministic)
+    x, _ = groups(cfg, name="groups")(x, attention_mask, deterministic)
     return x
-
-
-def attention_mask_bias(attention_mask: Array) -> Array:
-  """[B, T] 1/0 mask -> additive [B, 1, 1, T] float32 bias on the keys (official semantics)."""
-  return (1.0 - attention_mask.astype(jnp.float32))[:, None, None, :] * MASK_BIAS
 
 
 class _ValidatedConfigModule(nn.Module):
@@ -361,7 +343,7 @@ class AlbertModel(_ValidatedConfigModule):
     _check_ids_in_range(token_type_ids, cfg.type_vocab_size, "type_vocab_size", "token type id")
     x = self.embeddings(input_ids, token_type_ids, deterministic)
     x = constrain(x, ("act_batch", "act_len", "act_embed"))
-    sequence_output = self.encoder(x, attention_mask_bias(attention_mask), deterministic)
+    sequence_output = self.encoder(x, attention_mask, deterministic)
     out = {"sequence_output": sequence_output}
     if self.add_pooling_layer:
       out["pooled_output"] = jnp.tanh(self.pooler(sequence_output[:, 0]))

@@ -6,6 +6,10 @@
     # the same, plus the forward pass, forward + backward, and the step's dense matmuls and
     # attention core timed on their own
     python experiments/bench_train.py speed ... --breakdown
+    # one row per attention implementation (model.attention_impl), e.g. on an NVIDIA GPU:
+    python experiments/bench_train.py speed --config=configs/pretrain.py:size=large \\
+        --config.model.dtype=bfloat16 --config.data.max_seq_length=512 \\
+        --config.training.global_batch_size=32 --attention_impls=xla,dot_product_attention
 
     # compile time and XLA temp memory for L = 12/24/48, `all` sharing: scan vs unrolled, remat
     # off / per layer / per layer inside sqrt(L) rematerialized blocks
@@ -30,7 +34,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from albert_jax import metrics, partitioning, pretrain, trainer
+from albert_jax import attention, metrics, partitioning, pretrain, trainer
+from albert_jax.model_config import ModelConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_parts  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -40,6 +45,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)
 _BREAKDOWN = flags.DEFINE_bool(
     "breakdown", False, "speed: also time the forward pass, forward + backward, and the step's "
     "dense matmuls and attention core alone")
+_ATTENTION_IMPLS = flags.DEFINE_list(
+    "attention_impls", [], "speed: one run and one table row per model.attention_impl "
+    "(auto, xla, dot_product_attention, splash); empty: the config's own")
 _DEPTHS = flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
 
 
@@ -110,7 +118,8 @@ def breakdown(config, job, step_seconds: float, flops: float, peak: Optional[flo
     print(f"| {name} | {seconds * 1e3:.1f} | {rate / 1e12:.3f} | {share} |")
 
 
-def speed(config) -> None:
+def speed_row(config) -> dict[str, float]:
+  """Compiles and times one config's step; prints its figures and returns them for the table."""
   job, compiled, compile_seconds = compile_job(config)
   device = jax.devices()[0]
   peak = metrics.peak_flops_per_device(device, job.model_config.dtype)
@@ -134,9 +143,36 @@ def speed(config) -> None:
     print(f"peak {peak / 1e12:.3f} TFLOP/s per device ({source}) -> MFU {per_device / peak:.1%}")
   else:
     print("no known peak for this device and dtype: MFU not reported")
-  print(trainer.describe_memory(compiled))
+  print(trainer.describe_memory(compiled), flush=True)
   if _BREAKDOWN.value:
     breakdown(config, job, step_seconds, flops, peak)
+  memory = compiled.memory_analysis()
+  return {"compile": compile_seconds, "step": step_seconds, "per_device": per_device,
+          "tokens": t.global_batch_size * d.max_seq_length / step_seconds,
+          "mfu": per_device / peak if peak else float("nan"),
+          "temp": memory.temp_size_in_bytes / 2**20 if memory else float("nan")}
+
+
+def speed(config) -> None:
+  """The config's step, or one run per --attention_impls entry and a table of them."""
+  impls = _ATTENTION_IMPLS.value or [config.model.attention_impl]
+  rows = []
+  for impl in impls:
+    c = config.copy_and_resolve_references()
+    c.model.attention_impl = impl
+    model = ModelConfig.from_any(c.model)
+    runs_as = attention.resolve(impl, dtype=model.dtype, seq_len=c.data.max_seq_length,
+                                dropout_active=model.attention_probs_dropout_prob > 0)
+    print(f"== model.attention_impl={impl} (runs as {runs_as})", flush=True)
+    rows.append((impl, runs_as, speed_row(c)))
+  if len(rows) > 1:
+    print("| attention_impl | runs as | compile s | step ms | tokens/s | TFLOP/s per device | MFU "
+          "| temp MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for impl, runs_as, r in rows:
+      print(f"| {impl} | {runs_as} | {r['compile']:.1f} | {r['step'] * 1e3:.1f} | "
+            f"{r['tokens']:,.0f} | {r['per_device'] / 1e12:.3f} | {r['mfu']:.1%} | "
+            f"{r['temp']:.0f} |")
 
 
 # (loop, remat_policy, remat_scan_blocks) per row of the depth table; blocks 0 = about sqrt(L).

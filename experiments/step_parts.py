@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax import modeling, partitioning, pretrain
+from albert_jax import attention, partitioning, pretrain
 from albert_jax.model_config import ModelConfig
 
 
@@ -82,15 +82,15 @@ def dense_matmuls_alone(cfg: ModelConfig, rows: int):
 
 
 def attention_core_alone(cfg: ModelConfig, batch: int, seq: int):
-  """(fn, args, FLOPs): `modeling.attention_core` alone (QK^T, mask, softmax, PV) for L layers,
+  """(fn, args, FLOPs): `attention.xla_attention` alone (QK^T, mask, softmax, PV) for L layers,
   forward + backward, on one device at the step's per-device shapes."""
   shape = (batch, seq, cfg.num_attention_heads, cfg.head_dim)
   x = jax.random.normal(jax.random.PRNGKey(0), shape).astype(cfg.dtype)
-  mask_bias = jnp.zeros((batch, 1, 1, seq), jnp.float32)
+  mask = jnp.ones((batch, seq), jnp.int32)
 
   def loss(x):
     return _depth_scan_loss(
-        lambda h: modeling.attention_core(h, h, h, mask_bias, lambda p: p, cfg.dtype), x, cfg)
+        lambda h: attention.xla_attention(h, h, h, mask, lambda p: p, cfg.dtype), x, cfg)
 
   flops = 3 * 2 * 2 * batch * seq * seq * cfg.hidden_size * _depth(cfg)
   return jax.jit(jax.grad(loss)), (x,), flops

@@ -180,6 +180,19 @@ def test_bench_train_speed_breakdown_on_a_two_device_mesh():
     assert part in out.stdout, out.stdout
 
 
+def test_bench_train_speed_has_a_row_per_attention_implementation():
+  out = subprocess.run([sys.executable, "experiments/bench_train.py", "speed",
+                        "--config=configs/pretrain.py:size=tiny,runlocal", "--steps=1",
+                        "--attention_impls=auto,dot_product_attention"], cwd=REPO,
+                       capture_output=True, text=True, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "== model.attention_impl=auto (runs as xla)" in out.stdout
+  rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+  assert rows[0].startswith("| attention_impl | runs as | compile s | step ms")
+  assert rows[1].startswith("| auto | xla |") and rows[2].startswith(
+      "| dot_product_attention | dot_product_attention |"), rows
+
+
 def test_step_parts_count_the_encoders_flops():
   import step_parts  # pylint: disable=g-import-not-at-top
   from albert_jax import metrics  # pylint: disable=g-import-not-at-top

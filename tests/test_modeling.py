@@ -33,7 +33,6 @@ def loop_forward(cfg, params, ids, mask, types):
   if cfg.has_embedding_projection:
     x = x @ enc["embedding_hidden_mapping_in"]["kernel"] + enc["embedding_hidden_mapping_in"][
         "bias"]
-  bias = modeling.attention_mask_bias(mask)
   layers = enc["groups"]["layers"]
   per_group = cfg.num_hidden_layers // cfg.num_hidden_groups
   for i in range(cfg.num_hidden_layers):
@@ -42,7 +41,7 @@ def loop_forward(cfg, params, ids, mask, types):
       tree = layers[f"albert_layers_{n}"]
       p = {k: jax.tree.map(lambda a: a[group][i % per_group] if k in UNSHARED[cfg.layer_sharing]
                            else a[group], v) for k, v in tree.items()}
-      x = modeling.AlbertLayer(cfg).apply({"params": p}, x, bias, True)
+      x = modeling.AlbertLayer(cfg).apply({"params": p}, x, mask, True)
   pooled = jnp.tanh(x[:, 0] @ albert["pooler"]["kernel"] + albert["pooler"]["bias"])
   return x, pooled
 
