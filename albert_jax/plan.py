@@ -11,22 +11,34 @@ as `pretrain.run` uses them. No data is read; only the batch shapes come from th
 
 The report, per device: parameters, optimizer state and batch (bytes of each shard), XLA's
 temporaries and program (`memory_analysis()`), against the chip's HBM (albert_jax/tpu_specs.py);
-FLOPs per step from the analytic model and from XLA's `cost_analysis()`; the step time at peak
-and at `--mfu`, tokens/s and the time to finish `training.total_steps`.
+FLOPs per step from the analytic model and from XLA's `cost_analysis()`; the roofline; the step
+time at peak and at `--mfu`, tokens/s and the time to finish `training.total_steps`.
 
-When the step does not fit, other settings of the same config are compiled, cheapest first, and
-the first that fits is printed as `--config.x=y` overrides. "Cheapest" means least extra work per
-step: (1) full FSDP (`partitioning.mesh.data=<slices>`, `fsdp=<the rest>`): no extra FLOPs, only
+Roofline (albert_jax/roofline.py; off with --noroofline): XLA's cost_analysis() counts a loop body
+once, so a step that fits is compiled again with every loop (depth, microbatches) unrolled; that
+copy gives FLOPs and bytes accessed, the rolled step (the one training runs) gives memory. It
+compiles on a background thread beside the rolled compile of the configured step (dropped if that
+does not fit) or of the next variant; it takes longer than the rolled one (about 4x for ALBERT-base
+on 2 CPU cores). Its figures are the compiler's estimate, not a measurement.
+
+When the step does not fit, other settings are compiled, cheapest (least extra work) first:
+(1) full FSDP (`partitioning.mesh.data=<slices>`, `fsdp=<the rest>`): no extra FLOPs, only
 all-gathers of the (small, shared) weights; (2) gradient accumulation (`training.microbatches`,
-fewer first): no extra FLOPs, but smaller matmuls run one after another; (3) rematerialization
+fewer first): no extra FLOPs, but smaller matmuls one after another; (3) rematerialization
 (`model.remat_policy`, in order of recomputation: dots_saveable, dots_with_no_batch_dims_saveable,
-nothing_saveable ~ +1/3 FLOPs). Variants are ordered by (remat, microbatches, fsdp) and combined.
+nothing_saveable ~ +1/3 FLOPs), ordered by (remat, microbatches, fsdp) and combined; at most
+`max_variants`. Once one fits, only variants with fewer microbatches than every fitting one are
+compiled (they have more remat; more accumulation at as much recomputation is not worth it). Of
+those that fit, the one with the shortest estimated step (the roofline's max of compute and HBM
+time) is printed as `--config.x=y` overrides; within ROOFLINE_TIE of it the earliest wins, so
+cheapest first breaks ties.
 
 Exit status: 0 when the configured step fits, 2 when it does not, 1 on errors.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -35,7 +47,6 @@ import math
 import os
 import re
 import sys
-import time
 from typing import Any, Iterator, Optional, Sequence
 
 import jax
@@ -44,6 +55,7 @@ import ml_collections
 from albert_jax import metrics
 from albert_jax import partitioning
 from albert_jax import pretrain
+from albert_jax import roofline
 from albert_jax import tpu_specs
 from albert_jax import trainer
 from albert_jax.model_config import ModelConfig
@@ -54,6 +66,8 @@ REMAT_RANK = {"none": 0, "everything_saveable": 0, "dots_saveable": 1, "checkpoi
               "dots_with_no_batch_dims_saveable": 2, "checkpoint_dots_with_no_batch_dims": 2,
               "matmul_and_layernorm_inputs": 1, "nothing_saveable": 3}
 REMAT_LADDER = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
+# Estimated step times within this fraction of the fastest tie (cheapest first wins).
+ROOFLINE_TIE = 0.01
 _OOM = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\) exceeds available HBM "
                   r"\(([0-9.]+)([KMGT]?)\)")
 # Read by libtpu when it is first loaded (see setup_host).
@@ -164,16 +178,22 @@ class Attempt:
   fits: bool = False
   seconds: float = 0.0
   memory: dict[str, float] = dataclasses.field(default_factory=dict)  # bytes per device
-  xla_flops: Optional[float] = None   # per device, cost_analysis()
+  xla_flops: Optional[float] = None   # per device, cost_analysis() of the rolled step
   oom: str = ""                       # the compiler's message when it ran out of HBM
+  estimate: Optional[roofline.Roofline] = None  # from the unrolled copy; only when it fits
+  estimate_seconds: float = 0.0       # the unrolled copy's compile time
+  estimate_note: str = ""             # why a fitting step has no estimate
+  pending: Optional[concurrent.futures.Future] = dataclasses.field(default=None, repr=False)
 
   def flags(self) -> str:
     return " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
 
 
-def compile_attempt(config, overrides: dict[str, Any], devices,
-                    spec: tpu_specs.TpuSpec) -> Attempt:
-  """Builds the Job for `config` + `overrides`, compiles its train step, measures it."""
+def compile_attempt(config, overrides: dict[str, Any], devices, spec: tpu_specs.TpuSpec,
+                    pool: Optional[concurrent.futures.Executor] = None,
+                    speculate: bool = False) -> Attempt:
+  """Builds the Job for `config` + `overrides`, compiles its train step, measures it; starts the
+  unrolled copy on `pool` once it fits, or (`speculate`) alongside its compile (`plan` collects)."""
   cfg = with_overrides(config, overrides)
   if cfg.data.max_seq_length > cfg.model.max_position_embeddings:
     raise PlanError(f"config field 'data.max_seq_length'={cfg.data.max_seq_length} exceeds "
@@ -181,26 +201,19 @@ def compile_attempt(config, overrides: dict[str, Any], devices,
   job = make_job(cfg, devices)
   check_batch(cfg, job.mesh, len({d.process_index for d in devices}))
   attempt = Attempt(overrides=dict(overrides), mesh=dict(job.mesh.shape))
-  abstract, shardings = job.abstract_state()
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       abstract, shardings)
-  batch = job.abstract_batch()
-  rng = jax.ShapeDtypeStruct(job.rng.shape, job.rng.dtype)
-  start = time.perf_counter()
-  try:
-    compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
-                                    batch, rng)
-  except jax.errors.JaxRuntimeError as e:
-    if "RESOURCE_EXHAUSTED" not in str(e):
-      raise
-    attempt.seconds = time.perf_counter() - start
-    attempt.oom = str(e).split("\n")[0]
+  shardings, state, batch, rng = job.abstract_step_args()
+  lowered = trainer.lower_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
+                               batch, rng)
+  if pool is not None and speculate:
+    attempt.pending = roofline.start(pool, cfg, devices)
+  compiled, attempt.seconds = trainer.try_compile(lowered)
+  if isinstance(compiled, str):
+    attempt.oom = compiled
     match = _OOM.search(attempt.oom)
     if match:
       attempt.memory = {"temp": _to_bytes(*match.group(1, 2)),
                         "available": _to_bytes(*match.group(3, 4))}
     return attempt
-  attempt.seconds = time.perf_counter() - start
   ma = compiled.memory_analysis()
   other = ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.generated_code_size_in_bytes
   attempt.memory = {
@@ -209,9 +222,9 @@ def compile_attempt(config, overrides: dict[str, Any], devices,
       "temp": ma.temp_size_in_bytes, "other": other,
       "total": ma.argument_size_in_bytes + ma.temp_size_in_bytes + other}
   attempt.fits = attempt.memory["total"] <= spec.hbm_per_device
-  cost = compiled.cost_analysis()  # a dict; a one-element list in older jax
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  attempt.xla_flops = float(cost["flops"]) if cost and "flops" in cost else None
+  attempt.xla_flops = roofline.from_compiled(compiled)[0]
+  if pool is not None and attempt.fits and attempt.pending is None:
+    attempt.pending = roofline.start(pool, cfg, devices)
   return attempt
 
 
@@ -241,6 +254,33 @@ def variants(config, mesh: dict[str, int], num_slices: int) -> Iterator[dict[str
         yield out
 
 
+def search(config, first: Attempt, devices, spec: tpu_specs.TpuSpec, num_slices: int,
+           max_variants: int, pool: Optional[concurrent.futures.Executor] = None) -> list[Attempt]:
+  """Compiles variants of a configured step that does not fit: cheapest first, at most
+  `max_variants`, and once one fits only those with fewer microbatches (module docstring)."""
+  tried: list[Attempt] = []
+  fewest = None  # the fewest microbatches of a variant that fits
+  for overrides in variants(config, first.mesh, num_slices):
+    k = overrides.get("training.microbatches", config.training.microbatches)
+    if len(tried) >= max_variants or fewest == config.training.microbatches:
+      break
+    if fewest is not None and k >= fewest:
+      continue
+    tried.append(compile_attempt(config, overrides, devices, spec, pool))
+    if tried[-1].fits:
+      fewest = k
+  return tried
+
+
+def choose(attempts: Sequence[Attempt]) -> Optional[Attempt]:
+  """The attempt that fits with the shortest estimated step; ties (ROOFLINE_TIE) and attempts
+  without an estimate go by the given (cheapest-first) order."""
+  fitting = [a for a in attempts if a.fits]
+  step = lambda a: a.estimate.step_seconds if a.estimate else math.inf
+  fastest = min(map(step, fitting), default=math.inf)
+  return next((a for a in fitting if step(a) <= fastest * (1 + ROOFLINE_TIE)), None)
+
+
 @dataclasses.dataclass
 class Plan:
   """The attempts (the configured step first, then variants) and what the report derives."""
@@ -262,8 +302,9 @@ class Plan:
 
   @property
   def chosen(self) -> Optional[Attempt]:
-    """The configured step if it fits, else the cheapest variant that does."""
-    return next((a for a in self.attempts if a.fits), None)
+    """The configured step if it fits, else the variant that fits with the shortest estimated
+    step (see `choose`)."""
+    return self.attempts[0] if self.fits else choose(self.attempts[1:])
 
   @property
   def available(self) -> float:
@@ -275,27 +316,31 @@ class Plan:
 
 
 def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, mfu: float = 0.5,
-         max_variants: int = 12) -> Plan:
-  """Compiles the configured step for the topology and, if it does not fit, searches variants."""
+         max_variants: int = 12, estimate: bool = True) -> Plan:
+  """Compiles the configured step for the topology and, if it does not fit, searches variants;
+  `estimate`: the roofline of the steps that fit (a second, unrolled compile of each)."""
   if not 0 < mfu <= 1:
     raise PlanError(f"--mfu={mfu} must be in (0, 1]")
   spec, devices = topology_devices(topology, num_slices)
-  first = compile_attempt(config, {}, devices, spec)
-  attempts = [first]
-  if not first.fits:
-    for overrides in variants(config, first.mesh, num_slices):
-      if len(attempts) > max_variants:
-        break
-      attempts.append(compile_attempt(config, overrides, devices, spec))
-      if attempts[-1].fits:
-        break
   model = ModelConfig.from_any(config.model)
   per_example = metrics.pretraining_flops_per_example(model, config.data.max_seq_length,
                                                       config.data.max_predictions_per_seq)
+  analytic = per_example * config.training.global_batch_size
+  # One worker: the unrolled copies compile one at a time, beside the main thread's compile.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+    pool = executor if estimate else None
+    first = compile_attempt(config, {}, devices, spec, pool, speculate=True)
+    attempts = [first]
+    if not first.fits:
+      attempts += search(config, first, devices, spec, num_slices, max_variants, pool)
+    for a in attempts:  # the estimates of attempts that fit (a speculative one may be dropped)
+      future, a.pending, a.estimate_note = a.pending, None, "off (--noroofline)"
+      if future is not None and a.fits:
+        a.estimate, a.estimate_seconds, a.estimate_note = roofline.collect(
+            future, spec, analytic / len(devices))
   return Plan(topology=topology, num_slices=num_slices, spec=spec, num_devices=len(devices),
               num_hosts=len({d.process_index for d in devices}), config=config,
-              attempts=attempts, analytic_flops=per_example * config.training.global_batch_size,
-              mfu=mfu)
+              attempts=attempts, analytic_flops=analytic, mfu=mfu)
 
 
 def _gib(x: float) -> str:
@@ -329,49 +374,73 @@ def _memory_lines(a: Attempt, spec: tpu_specs.TpuSpec, available: float) -> list
              f"({margin / hbm:.0%} of {_gib(hbm)}{limit}){tight}"])
 
 
+def _variant_lines(p: Plan) -> list[str]:
+  """The variants tried and the one chosen, for a configured step that does not fit."""
+  lines = ["", "Variants tried, cheapest first (estimate: the compiler's, from the unrolled copy):"]
+  for a in p.attempts[1:]:
+    result = ("does not fit" + (f" (temporaries {_gib(a.memory['temp'])})" if a.memory else "")
+              if not a.fits else f"FITS, total {_gib(a.memory['total'])}; "
+              + (roofline.summary(a.estimate) if a.estimate else a.estimate_note))
+    extra = f" + {a.estimate_seconds:.0f}" if a.estimate_seconds else ""
+    lines.append(f"  {a.flags()}  ->  {result} [{a.seconds:.0f}{extra} s]")
+  chosen = p.chosen
+  if len(p.attempts) == 1:
+    lines.append("  none: the search is off (--max_variants=0)")
+  elif chosen is None:
+    lines.append("  none fits within --max_variants: use more devices or a smaller "
+                 "training.global_batch_size")
+  else:
+    lines += ["", "Variant that fits with the shortest estimated step (ties: the cheapest): add",
+              f"  {chosen.flags()}", "Memory per device with it:"]
+    lines += _memory_lines(chosen, p.spec, p.available)
+  return lines
+
+
+def _flops_lines(p: Plan, a: Attempt) -> list[str]:
+  """Analytic and XLA FLOPs, and the roofline of attempt `a` (the one the plan recommends)."""
+  per_device = p.analytic_flops / p.num_devices
+  lines = ["", "FLOPs per step",
+           f"  analytic  {per_device * p.num_devices:.3e} per step, {per_device:.3e} per device "
+           "(matmuls x 3 for forward + backward, metrics.pretraining_flops_per_example)"]
+  variant = " with the variant" if a.overrides else ""
+  if a.estimate:
+    lines += [f"  XLA       {a.estimate.flops:.3e} per device, from cost_analysis() of the step"
+              f"{variant} compiled with every loop unrolled; analytic / XLA = "
+              f"{per_device / a.estimate.flops:.2f}",
+              "            XLA counts a loop body once, so the estimate comes from an unrolled "
+              "copy (layers and microbatches as straight-line code); XLA also counts elementwise "
+              "work and remat"]
+  elif a.xla_flops:  # no estimate: the rolled step's figure, each loop counted for one iteration
+    lines += [f"  XLA       {a.xla_flops:.3e} per device, from cost_analysis() of the compiled step"
+              f"{variant} (it counts a loop body once); analytic / XLA = "
+              f"{per_device / a.xla_flops:.1f}"]
+  lines += ["", "Roofline (the compiler's estimate, not a measurement)"]
+  if a.estimate:
+    return lines + roofline.report_lines(a.estimate, p.spec)
+  return lines + ["  not available: " + (a.estimate_note or "the step does not fit")]
+
+
 def report(p: Plan) -> str:
   """The human-readable plan."""
   c, s, first, chosen = p.config, p.spec, p.attempts[0], p.chosen
   seq, batch = c.data.max_seq_length, c.training.global_batch_size
   dp = first.mesh["data"] * first.mesh["fsdp"]
+  unrolled = (f" (+ {first.estimate_seconds:.0f} s for the unrolled copy, in parallel)"
+              if first.estimate_seconds else "")
   lines = [f"Plan for {p.topology}" + (f" x {p.num_slices} slices" if p.num_slices > 1 else "")
            + f": {s.device_kind}, {p.num_devices // s.devices_per_chip} chips, {p.num_devices} "
            f"devices, {p.num_hosts} hosts",
            "  mesh " + " ".join(f"{k}={v}" for k, v in first.mesh.items())
            + f"; batch {batch} ({batch // dp} per data-parallel device) x seq {seq}; "
            f"model.dtype={c.model.dtype}, remat_policy={c.model.remat_policy}, "
-           f"microbatches={c.training.microbatches}; compiled in {first.seconds:.0f} s", "",
-           f"Memory per device (HBM {_gib(s.hbm_per_device)} per {s.device_kind} device, "
+           f"microbatches={c.training.microbatches}; compiled in {first.seconds:.0f} s{unrolled}",
+           "", f"Memory per device (HBM {_gib(s.hbm_per_device)} per {s.device_kind} device, "
            f"{s.source})"] + _memory_lines(first, s, p.available)
   if not first.fits:
-    lines += ["", "Variants tried, cheapest first:"]
-    for a in p.attempts[1:]:
-      result = ("does not fit" + (f" (temporaries {_gib(a.memory['temp'])})" if a.memory else "")
-                if not a.fits else f"FITS, total {_gib(a.memory['total'])}")
-      lines.append(f"  {a.flags()}  ->  {result} [{a.seconds:.0f} s]")
-    if len(p.attempts) == 1:
-      lines.append("  none: the search is off (--max_variants=0)")
-    elif chosen is None:
-      lines.append("  none fits within --max_variants: use more devices or a smaller "
-                   "training.global_batch_size")
-    else:
-      lines += ["", "Cheapest variant that fits: add", f"  {chosen.flags()}",
-                "Memory per device with it:"] + _memory_lines(chosen, s, p.available)
+    lines += _variant_lines(p)
   measured = chosen or first
+  lines += _flops_lines(p, measured)
   step_peak, step_mfu = p.step_seconds(1.0), p.step_seconds(p.mfu)
-  per_device = p.analytic_flops / p.num_devices
-  lines += ["", "FLOPs per step",
-            f"  analytic  {p.analytic_flops:.3e} per step, {per_device:.3e} per device "
-            "(matmuls x 3 for forward + backward, metrics.pretraining_flops_per_example)"]
-  if measured.xla_flops:
-    k = with_overrides(c, measured.overrides).training.microbatches
-    loops = f"{c.model.num_hidden_layers} layers" + (f" x {k} microbatches" if k > 1 else "")
-    loops = f"{c.model.num_hidden_layers * k} times ({loops})"
-    lines += [f"  XLA       {measured.xla_flops:.3e} per device, from cost_analysis() of the "
-              f"compiled step{' with the variant' if measured.overrides else ''}; analytic / "
-              f"XLA = {per_device / measured.xla_flops:.1f}",
-              f"            XLA counts a loop body once: the scanned layer runs {loops} per "
-              "step but is counted once; XLA also counts elementwise work and remat"]
   lines += ["", f"Speed from the analytic FLOPs ({s.peak_flops_per_device / 1e12:.1f} TFLOP/s "
                 "bf16 peak per device)",
             f"  step time   {duration(step_peak)} at peak, {duration(step_mfu)} at "
@@ -380,6 +449,9 @@ def report(p: Plan) -> str:
             f"  {c.training.total_steps} steps (training.total_steps): "
             f"{duration(c.training.total_steps * step_mfu)} at {p.mfu:.0%} MFU, "
             f"{duration(c.training.total_steps * step_peak)} at peak"]
+  if measured.estimate and p.mfu > measured.estimate.mfu_ceiling:
+    lines.append(f"  note: --mfu={p.mfu:g} is above the estimated MFU ceiling "
+                 f"({measured.estimate.mfu_ceiling:.1%}): expect a slower step")
   if measured.overrides.get("model.remat_policy"):
     lines.append("  note: remat recomputes activations, not counted above: expect a lower MFU")
   if c.model.dtype != "bfloat16":
@@ -392,14 +464,14 @@ def report(p: Plan) -> str:
 
 
 def main(argv: Sequence[str], config: ml_collections.ConfigDict, topology: str,
-         num_slices: int, mfu: float, max_variants: int) -> int:
+         num_slices: int, mfu: float, max_variants: int, estimate: bool = True) -> int:
   """The command line: prints the plan, returns the exit status (see the module docstring)."""
   if len(argv) > 1:
     print(f"error: unexpected arguments {list(argv[1:])}", file=sys.stderr)
     return 1
   setup_host()
   try:
-    p = plan(config, topology, num_slices, mfu, max_variants)
+    p = plan(config, topology, num_slices, mfu, max_variants, estimate)
   except (PlanError, ValueError) as e:  # ValueErrors from the config name the field
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -420,6 +492,8 @@ if __name__ == "__main__":
   _MFU = flags.DEFINE_float("mfu", 0.5, "model FLOPs utilization assumed for the step time")
   _MAX_VARIANTS = flags.DEFINE_integer("max_variants", 12, "variants to compile when the step "
                                        "does not fit (0: report only)")
+  _ROOFLINE = flags.DEFINE_bool("roofline", True, "compile an unrolled copy of each step that "
+                                "fits for the roofline (--noroofline: memory only, faster)")
   flags.mark_flags_as_required(["config", "topology"])
   app.run(lambda argv: sys.exit(main(argv, _CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value,
-                                     _MFU.value, _MAX_VARIANTS.value)))
+                                     _MFU.value, _MAX_VARIANTS.value, _ROOFLINE.value)))

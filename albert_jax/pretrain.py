@@ -199,9 +199,20 @@ class Job:
     return trainer.create_train_state(self.init_params, self.tx, self.mesh, self.rules,
                                       jax.random.fold_in(self.rng, 0))
 
-  def jitted_train_step(self, state_shardings):
+  def abstract_step_args(self):
+    """(state shardings, abstract state, batch, rng): the train step's arguments as shapes with
+    shardings, for compiling it ahead of time."""
+    abstract, shardings = self.abstract_state()
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         abstract, shardings)
+    return (shardings, state, self.abstract_batch(),
+            jax.ShapeDtypeStruct(self.rng.shape, self.rng.dtype))
+
+  def jitted_train_step(self, state_shardings, unroll: bool = False):
+    """The jitted step; `unroll`: the microbatch loop unrolled (for cost analysis, see
+    trainer.make_train_step)."""
     step = trainer.make_train_step(self.objective, self.tx, self.learning_rate_fn,
-                                   self.config.training.microbatches)
+                                   self.config.training.microbatches, unroll=unroll)
     return trainer.jit_train_step(step, state_shardings, self.mesh)
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:

@@ -14,6 +14,7 @@ up exactly to the full-batch ones (up to float summation order).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Mapping
 
 import flax
@@ -125,8 +126,14 @@ def split_microbatches(batch: Batch, num: int) -> Batch:
 
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation,
-                    learning_rate_fn: Callable[[Array], Array], microbatches: int = 1):
-  """(state, batch, rng) -> (state, metrics). Non-finite loss or gradients skip the update."""
+                    learning_rate_fn: Callable[[Array], Array], microbatches: int = 1,
+                    unroll: bool = False):
+  """(state, batch, rng) -> (state, metrics). Non-finite loss or gradients skip the update.
+
+  `unroll` writes the microbatch loop as straight-line code instead of a while loop: the same
+  arithmetic, but XLA's cost_analysis() (which counts a loop body once) then counts every
+  microbatch. Training keeps the loop, whose compile time does not grow with `microbatches`.
+  """
 
   def step_fn(state: TrainState, batch: Batch, rng: Array):
     rng = jax.random.fold_in(rng, state.step)
@@ -151,7 +158,17 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
       first = jax.tree.map(lambda x: x[0], split)
       zeros = jax.tree.map(jnp.zeros_like,
                            jax.eval_shape(grads_and_sums, state.params, first, rng))
-      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
+      if unroll:
+        carry = zeros
+        for index in range(microbatches):
+          # Microbatch `index` waits for the sum so far, so that one microbatch's activations live
+          # at a time as in the loop (independent microbatches would be scheduled side by side).
+          carry, micro = jax.lax.optimization_barrier(
+              (carry, jax.tree.map(lambda x, i=index: x[i], split)))
+          carry, _ = accumulate(carry, (index, micro))
+        grads, sums = carry
+      else:
+        (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
 
     loss = sums.pop("loss")
     grad_norm = optax.global_norm(grads)
@@ -247,10 +264,27 @@ def jit_train_step(step_fn, state_shardings: Any, mesh: Mesh):
                  donate_argnums=(0,))
 
 
+def lower_step(jitted, mesh: Mesh, rules: Any, state: Any, batch: Any, rng: Any):
+  """Traces and lowers a jitted step for these (possibly abstract) arguments, not compiling it."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
+    return jitted.lower(state, batch, rng)
+
+
 def compile_step(jitted, mesh: Mesh, rules: Any, state: Any, batch: Any, rng: Any):
   """Compiles a jitted step once ahead of time for these (possibly abstract) arguments."""
-  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
-    return jitted.lower(state, batch, rng).compile()
+  return lower_step(jitted, mesh, rules, state, batch, rng).compile()
+
+
+def try_compile(lowered) -> tuple[Any, float]:
+  """(the executable, or the compiler's one-line message when the program does not fit in device
+  memory; seconds): a program too big is an answer when planning, not an error."""
+  start = time.perf_counter()
+  try:
+    return lowered.compile(), time.perf_counter() - start
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return str(e).split("\n")[0], time.perf_counter() - start
 
 
 def describe_memory(compiled) -> str:

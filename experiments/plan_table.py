@@ -8,7 +8,8 @@ setup: batch 4096, sequences of 512 with 20 predictions, LAMB, 125k steps) with
 `--config.model.dtype=bfloat16`: the real train step compiled ahead of time for the slice, its
 per-device memory against the chip's HBM, and when it does not fit, the cheapest variant that does
 (see albert_jax/plan.py). Speeds come from the analytic FLOPs at `--mfu`, so they are the same for
-a variant; a variant with gradient accumulation or remat will reach a lower MFU in practice.
+a variant; a variant with gradient accumulation or remat will reach a lower MFU in practice. The
+"MFU ceiling" column is the compiler's estimate (albert_jax/roofline.py), not a measurement.
 
 The slices have 256 chips each, the chip count of the paper's v3-512 (512 v3 cores). Needs
 libtpu (`pip install -e '.[tpu]'`); no TPU. Cells are appended to OUT.jsonl as they finish (a
@@ -57,6 +58,8 @@ def cell(size: str, topology: str, mfu: float) -> dict[str, Any]:
           "memory_total": chosen.memory["total"] if chosen else None,
           "temp_required": p.attempts[0].memory.get("temp"),
           "hbm": p.spec.hbm_per_device, "device_kind": p.spec.device_kind,
+          "mfu_ceiling": chosen.estimate.mfu_ceiling if chosen and chosen.estimate else None,
+          "bound": chosen.estimate.bound if chosen and chosen.estimate else None,
           "devices": p.num_devices, "tried": len(p.attempts) - 1,
           "steps_per_sec": 1 / step, "days": config.training.total_steps * step / 86400,
           "tokens_per_sec": config.training.global_batch_size * config.data.max_seq_length / step,
@@ -71,8 +74,9 @@ def markdown(rows: list[dict[str, Any]], mfu: float) -> str:
   from albert_jax import plan  # pylint: disable=g-import-not-at-top
   gib = 2**30
   out = ["| model | slice (256 chips) | fits as configured? | memory per device / HBM | "
-         f"cheapest setting that fits | steps/s at {mfu:.0%} MFU | 125k steps at {mfu:.0%} MFU |",
-         "|---|---|---|---|---|---|---|"]
+         f"setting that fits | MFU ceiling (compiler's estimate) | steps/s at {mfu:.0%} MFU | "
+         f"125k steps at {mfu:.0%} MFU |",
+         "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if r["memory_total"] is not None:
       memory = f"{r['memory_total'] / gib:.1f} / {r['hbm'] / gib:.0f} GiB"
@@ -82,10 +86,12 @@ def markdown(rows: list[dict[str, Any]], mfu: float) -> str:
     else:
       memory = f"> {r['hbm'] / gib:.0f} GiB"
       setting = f"none of {r['tried']} variants"
+    ceiling = (f"{r['mfu_ceiling']:.0%} ({r['bound']}-bound)" if r.get("mfu_ceiling")
+               else "n/a")
     fits = "yes" if r["fits"] else (f"no ({r['temp_required'] / gib:.0f} GiB temporaries)"
                                     if r["temp_required"] else "no")
     out.append(f"| {NAMES.get(r['model'], r['model'])} | {r['topology']} ({r['device_kind']}) | "
-               f"{fits} | {memory} | {setting} | {r['steps_per_sec']:.2f} | "
+               f"{fits} | {memory} | {setting} | {ceiling} | {r['steps_per_sec']:.2f} | "
                f"{plan.duration(r['days'] * 86400)} |")
   return "\n".join(out)
 

@@ -15,7 +15,9 @@ import pytest
 from albert_jax import metrics
 from albert_jax import partitioning
 from albert_jax import plan
+from albert_jax import roofline
 from albert_jax import tpu_specs
+from albert_jax.model_config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/pretrain.py:size=tiny", "--config.data.max_seq_length=128",
@@ -40,32 +42,50 @@ def test_tiny_config_compiles_for_v5e_and_fits():
     assert f"  {row}" in out
   assert "-> FITS: margin" in out
   assert "cost_analysis()" in out and "analytic / XLA" in out
+  assert "compiled with every loop unrolled" in out
   assert "tokens/s" in out and "125000 steps (training.total_steps)" in out
+  # The roofline of the unrolled copy, labelled as the compiler's estimate.
+  section = out.split("Roofline (the compiler's estimate, not a measurement)\n")[1]
+  for row in ("XLA FLOPs", "bytes accessed", "compute-bound", "HBM-bound", "intensity",
+              "MFU ceiling"):
+    assert f"  {row}" in section, row
+  assert "819 GB/s per device" in section and "the chip's ridge of 241" in section
 
 
 @needs_libtpu
 def test_huge_batch_does_not_fit_and_a_variant_is_suggested():
-  # 16 sequences of 4096 tokens per v5e chip: attention alone needs more than 16 GiB.
+  # 512 sequences per v5e chip through a 19k-wide feed-forward layer: activations need more than
+  # 16 GiB (about 20), the weights are small.
   result = run_plan("--config=configs/pretrain.py:size=tiny", "--topology=v5e:2x2",
-                    "--config.data.max_seq_length=4096",
-                    "--config.model.max_position_embeddings=4096",
-                    "--config.training.global_batch_size=64")
+                    "--config.data.max_seq_length=128", "--config.model.intermediate_size=19456",
+                    "--config.training.global_batch_size=2048", "--max_variants=2")
   assert result.returncode == 2, result.stderr[-3000:]
   out = result.stdout
   assert "DOES NOT FIT: XLA needs" in out
-  # Full FSDP is cheaper but cannot help (the weights are tiny); accumulation over 2 does.
-  assert ("--config.partitioning.mesh.data=1 --config.partitioning.mesh.fsdp=4  ->  "
-          "does not fit") in out
-  assert "Cheapest variant that fits: add\n  --config.training.microbatches=2\n" in out
-  assert "-> FITS" in out.split("Cheapest variant that fits")[1]
+  # Full FSDP is cheaper but cannot help (the weights are tiny); accumulation over 2 does, with
+  # the compiler's estimate from its unrolled copy.
+  tried = out.split("Variants tried, cheapest first")[1].split("\n\n")[0].splitlines()[1:]
+  assert len(tried) == 2
+  assert tried[0].startswith("  --config.partitioning.mesh.data=1 --config.partitioning.mesh."
+                             "fsdp=4  ->  does not fit")
+  assert tried[1].startswith("  --config.training.microbatches=2  ->  FITS, total")
+  assert "HBM-bound), MFU ceiling" in tried[1]
+  chosen = out.split("Variant that fits with the shortest estimated step (ties: the cheapest): "
+                     "add\n")[1]
+  assert chosen.startswith("  --config.training.microbatches=2\n")
+  assert "-> FITS" in chosen and "  MFU ceiling" in chosen
 
 
 @needs_libtpu
 def test_multislice_puts_the_data_axis_across_slices():
-  result = run_plan(*TINY, "--topology=v5e:2x2", "--num_slices=2")
+  result = run_plan(*TINY, "--topology=v5e:2x2", "--num_slices=2", "--noroofline")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Plan for v5e:2x2 x 2 slices: TPU v5 lite, 8 chips, 8 devices, 2 hosts" in result.stdout
   assert "the data axis spans the slices" in result.stdout
+  # No unrolled copy: the rolled step's XLA FLOPs, and no roofline.
+  assert "(it counts a loop body once)" in result.stdout
+  assert "Roofline (the compiler's estimate, not a measurement)\n  not available: off " \
+         "(--noroofline)" in result.stdout
 
 
 @needs_libtpu
@@ -139,6 +159,79 @@ def test_variants_are_ordered_cheapest_first():
   assert first_remat == 9  # fsdp, then (k, k + fsdp) for k = 2, 4, 8, 16
 
 
+def _attempt(fits=True, step=None, **overrides):
+  estimate = None if step is None else roofline.Roofline(
+      flops=step * 100e12, bytes_accessed=1.0, analytic_flops=1.0, peak_flops=100e12,
+      hbm_bandwidth=1e12)
+  return plan.Attempt(overrides=overrides, mesh={}, fits=fits, estimate=estimate)
+
+
+def test_the_fastest_fitting_variant_is_chosen_cheapest_first_on_ties():
+  slow, fast = _attempt(step=2.0), _attempt(step=1.0)
+  assert plan.choose([_attempt(fits=False, step=0.5), slow, fast]) is fast
+  tie = _attempt(step=1.0 + plan.ROOFLINE_TIE / 2)  # cheaper and as fast: it wins
+  assert plan.choose([slow, tie, fast]) is tie
+  unknown = _attempt()  # no estimate (the unrolled copy did not compile): last resort
+  assert plan.choose([unknown, slow]) is slow and plan.choose([unknown]) is unknown
+  assert plan.choose([_attempt(fits=False)]) is None
+
+
+def test_search_stops_at_fewer_microbatches_and_max_variants(monkeypatch):
+  config = plan.with_overrides(_tiny_config(), {"training.global_batch_size": 64})
+  first = plan.Attempt(overrides={}, mesh={"data": 4, "fsdp": 1, "tensor": 1})
+  compiled = []
+
+  def fake_compile(config, overrides, devices, spec, pool=None):
+    compiled.append(overrides)
+    # Accumulation over 4 fits without remat, over 2 with dots_saveable.
+    k = overrides.get("training.microbatches", 1)
+    fits = k >= 4 or (k == 2 and overrides.get("model.remat_policy") == "dots_saveable")
+    return plan.Attempt(overrides=overrides, mesh={}, fits=fits)
+
+  monkeypatch.setattr(plan, "compile_attempt", fake_compile)
+  tried = plan.search(config, first, [], None, num_slices=1, max_variants=12)
+  assert tried[3].overrides == {"training.microbatches": 4} and tried[3].fits
+  # After that only fewer microbatches (with more remat); after k=2 fits, only k=1.
+  ks = [o.get("training.microbatches", 1) for o in compiled[4:]]
+  assert ks == [1, 1, 2, 1, 1, 1, 1]
+  assert compiled[6] == {"training.microbatches": 2, "model.remat_policy": "dots_saveable"}
+  compiled.clear()
+  assert len(plan.search(config, first, [], None, num_slices=1, max_variants=2)) == 2
+
+
+def test_roofline_of_albert_base_on_v5e():
+  # The reference: ALBERT-base, bf16, seq 512, batch 32 per v5e chip, LAMB, depth scan unrolled;
+  # XLA's cost_analysis() gave 9.39e12 FLOPs and 9.68e10 bytes accessed per device.
+  model = ModelConfig.from_any(_config("size=base").model)
+  analytic = 32 * metrics.pretraining_flops_per_example(model, 512, 20)
+  r = roofline.roofline(9.39e12, 9.68e10, analytic, tpu_specs.SPECS["v5e"])
+  assert r.intensity == pytest.approx(97, abs=0.5) and r.ridge == pytest.approx(240.5, abs=0.1)
+  assert r.bound == "HBM" and r.step_seconds == r.hbm_seconds == pytest.approx(9.68e10 / 819e9)
+  assert r.compute_seconds == pytest.approx(9.39e12 / 197e12)
+  assert r.mfu_ceiling == pytest.approx(0.40, abs=0.005)
+  # Twice the bytes, half the ceiling; a compute-bound step's ceiling is analytic / XLA FLOPs.
+  assert roofline.roofline(9.39e12, 2 * 9.68e10, analytic, tpu_specs.SPECS["v5e"]).mfu_ceiling \
+      == pytest.approx(r.mfu_ceiling / 2)
+  compute = roofline.roofline(9.39e12, 1e9, analytic, tpu_specs.SPECS["v5e"])
+  assert compute.bound == "compute" and compute.mfu_ceiling == pytest.approx(analytic / 9.39e12)
+  # XLA sees no FLOPs in a Pallas kernel: the analytic FLOPs floor the compute time, so a
+  # compute-bound step's ceiling is at most 100%.
+  hidden = roofline.roofline(0.5 * analytic, 1e9, analytic, tpu_specs.SPECS["v5e"])
+  assert hidden.compute_seconds == pytest.approx(analytic / 197e12)
+  assert hidden.mfu_ceiling == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="must be positive"):
+    roofline.roofline(9.39e12, 0, analytic, tpu_specs.SPECS["v5e"])
+
+
+def test_hbm_bandwidth_per_device():
+  assert {g: s.hbm_bandwidth_per_chip / 1e9 for g, s in tpu_specs.SPECS.items()} == {
+      "v2": 700, "v3": 900, "v4": 1200, "v5e": 819, "v5p": 2765, "v6e": 1640}
+  v3 = tpu_specs.SPECS["v3"]  # one TensorCore: half the chip's bandwidth and peak
+  assert v3.hbm_bandwidth_per_device == 450e9
+  assert v3.ridge == pytest.approx(123e12 / 900e9)
+  assert all(s.bandwidth_source.startswith("https://") for s in tpu_specs.SPECS.values())
+
+
 def test_oom_message_is_parsed():
   message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
              "temporaries (29.00G) exceeds available HBM (15.48G).")
@@ -169,12 +262,16 @@ def test_topology_kwargs():
   assert tpu_specs.topology_kwargs(v5e, dims) == {"wrap": (False, True, False)}
 
 
-def _tiny_config():
+def _config(arg: str):
   spec = importlib.util.spec_from_file_location("plan_test_config",
                                                 os.path.join(REPO, "configs", "pretrain.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config("size=tiny")
+  return module.get_config(arg)
+
+
+def _tiny_config():
+  return _config("size=tiny")
 
 
 def test_every_remat_policy_has_a_rank():
