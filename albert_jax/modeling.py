@@ -21,7 +21,7 @@ not depend on L, so a shallow checkpoint initializes a deeper model (the paper's
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 from flax import traverse_util

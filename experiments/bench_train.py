@@ -66,13 +66,10 @@ def measured_matmul_peak(sizes: Sequence[int] = (1024, 2048, 4096), dtype=jnp.fl
 def compile_job(config):
   """(job, compiled step, seconds to lower + compile) for the abstract state and batch."""
   job = pretrain.build_job(config)
-  abstract, shardings = job.abstract_state()
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  rng = jax.ShapeDtypeStruct(job.rng.shape, job.rng.dtype)
+  shardings, state, batch, rng = job.abstract_step_args()
   start = time.perf_counter()
-  compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, abstract,
-                                  job.abstract_batch(), rng)
+  compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
+                                  batch, rng)
   return job, compiled, time.perf_counter() - start
 
 

@@ -225,7 +225,6 @@ AOT_SCRIPT = """
 import sys
 from albert_jax import plan
 plan.setup_host()
-import jax
 from albert_jax import trainer
 from configs import pretrain as pretrain_config
 config = pretrain_config.get_config("size=tiny")
@@ -235,12 +234,9 @@ config.model.attention_impl = sys.argv[1]
 config.partitioning.mesh = {"data": 2, "fsdp": 1, "tensor": 2}
 _, devices = plan.topology_devices("v5e:2x2")
 job = plan.make_job(config, devices)
-abstract, shardings = job.abstract_state()
-state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                     shardings)
-rng = jax.ShapeDtypeStruct(job.rng.shape, job.rng.dtype)
+shardings, state, batch, rng = job.abstract_step_args()
 compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
-                                job.abstract_batch(), rng)
+                                batch, rng)
 text = compiled.as_text()
 print("splash kernels:", text.count("custom_call_target=\\"tpu_custom_call\\""),
       "fwd" if "splash_mha_fwd" in text else "", "bwd" if "splash_mha_dkv" in text else "")
