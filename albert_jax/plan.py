@@ -400,7 +400,7 @@ def _flops_lines(p: Plan, a: Attempt) -> list[str]:
   """Analytic and XLA FLOPs, and the roofline of attempt `a` (the one the plan recommends)."""
   per_device = p.analytic_flops / p.num_devices
   lines = ["", "FLOPs per step",
-           f"  analytic  {per_device * p.num_devices:.3e} per step, {per_device:.3e} per device "
+           f"  analytic  {p.analytic_flops:.3e} per step, {per_device:.3e} per device "
            "(matmuls x 3 for forward + backward, metrics.pretraining_flops_per_example)"]
   variant = " with the variant" if a.overrides else ""
   if a.estimate:

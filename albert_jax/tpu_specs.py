@@ -63,11 +63,6 @@ class TpuSpec:
     """Bytes/s between one JAX device and its HBM."""
     return self.hbm_bandwidth_per_chip / self.devices_per_chip
 
-  @property
-  def ridge(self) -> float:
-    """FLOPs per byte of HBM traffic above which a program is compute-bound on this chip."""
-    return self.peak_flops_per_device / self.hbm_bandwidth_per_device
-
 
 SPECS: dict[str, TpuSpec] = {s.generation: s for s in (
     TpuSpec("v2", "TPU v2", 16, 45e12, 2, None, 16, "https://cloud.google.com/tpu/docs/v2",
