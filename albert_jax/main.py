@@ -13,8 +13,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from albert_jax import finetune
-from albert_jax import pretrain
+from albert_jax.train import finetune
+from albert_jax.train import pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py",
                                           lock_config=True)

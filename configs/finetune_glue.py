@@ -20,11 +20,11 @@ import os
 import ml_collections
 
 from albert_jax import config_utils
-from albert_jax import distributed
-from albert_jax import model_config
-from albert_jax import optim
-from albert_jax import partitioning
-from albert_jax import warm_start
+from albert_jax.train import distributed
+from albert_jax.model import config as model_config
+from albert_jax.train import optim
+from albert_jax.train import partitioning
+from albert_jax.train import warm_start
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # task: (learning rate, batch, ALBERT dropout, train steps, warmup steps, max length) — Table 14.

@@ -10,7 +10,7 @@ pieces, ALBERT dropout 0 (as the v2 recipes), classifier dropout 0.1, evaluation
 and the best dev checkpoint kept (as for GLUE).
 Data: tfds (default) or local files, `--config.task.source=files --config.task.data_dir=DIR`
 (CoNLL: train.txt / valid.txt or dev.txt / test.txt, or eng.train / eng.testa / eng.testb;
-CoNLL-U: *-train.conllu, *-dev.conllu, *-test.conllu; see albert_jax/data/tasks/tagging.py).
+CoNLL-U: *-train.conllu, *-dev.conllu, *-test.conllu; see albert_jax/tasks/tagging.py).
 Own label sets: `--config.task.labels="('O','B-GENE','I-GENE')"` (and scoring=accuracy for tags
 that are not BIO).
 size: as configs/finetune_glue.py. runlocal: a tiny model on tests/fixtures/conll2003 (CoNLL) or

@@ -7,7 +7,7 @@ Any field can then be overridden, e.g. `--config.layer_sharing=attention --confi
 """
 
 from albert_jax import config_utils
-from albert_jax import model_config
+from albert_jax.model import config as model_config
 
 
 def get_config(arg=None):

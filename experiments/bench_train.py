@@ -16,7 +16,7 @@
     python experiments/bench_train.py depth --config=configs/pretrain.py:size=base \\
         --config.training.global_batch_size=8 --config.data.max_seq_length=128
 
-MFU is reported against the device's peak: the bf16 table in albert_jax/metrics.py on TPU/GPU, and on
+MFU is reported against the device's peak: the bf16 table in albert_jax/train/metrics.py on TPU/GPU, and on
 the CPU the matmul throughput measured in the same run (the fastest of a few large float32
 `jnp.dot`s), which is the honest ceiling for a CPU (the step's own dtype is float32 there).
 """
@@ -34,8 +34,12 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from albert_jax import attention, metrics, partitioning, pretrain, trainer
-from albert_jax.model_config import ModelConfig
+from albert_jax.model import attention
+from albert_jax.train import metrics
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.train import step as trainer
+from albert_jax.model.config import ModelConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_parts  # noqa: E402  pylint: disable=g-import-not-at-top

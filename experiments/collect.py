@@ -73,7 +73,7 @@ def finetune_scores(workdir: str) -> dict[str, str]:
 
 
 def collect(sweep: sweeps.Sweep, root: str) -> list[dict[str, Any]]:
-  from albert_jax import param_count  # pylint: disable=g-import-not-at-top
+  from albert_jax.model import param_count  # pylint: disable=g-import-not-at-top
   rows = []
   for run in sweep.runs:
     workdir = os.path.join(root, sweep.name, run.name)

@@ -121,7 +121,7 @@ def _flag_value(value) -> str:
 
 def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> bool:
   """Trains the run to the end (True), or until a signal stopped it (False)."""
-  from albert_jax import pretrain  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
   done = os.path.join(wd, "DONE.json")
   if os.path.exists(done):
     print(f"[{sweep.name}/{run.name}] finished earlier: skipped", flush=True)
@@ -144,7 +144,7 @@ def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> bool:
 
 def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
   """Creates the runlocal data once per data setting under ROOT/_data and points config at it."""
-  from albert_jax import demo_data  # pylint: disable=g-import-not-at-top
+  from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
   name = "nsp" if config.data.random_next_sentence else "sop"
   return demo_data.prepare(config, os.path.join(root, "_data", name))
 

@@ -26,7 +26,7 @@ KNOWN_DIFFERENCES = {
 
 
 def rows() -> list[dict]:
-  from albert_jax import param_count  # pylint: disable=g-import-not-at-top
+  from albert_jax.model import param_count  # pylint: disable=g-import-not-at-top
   out = []
   for sweep in sweeps.SWEEPS.values():
     for run in sweep.runs:

@@ -7,9 +7,9 @@ Every cell is `albert_jax.plan` on `configs/pretrain.py:size=<model>` (the paper
 setup: batch 4096, sequences of 512 with 20 predictions, LAMB, 125k steps) with
 `--config.model.dtype=bfloat16`: the real train step compiled ahead of time for the slice, its
 per-device memory against the chip's HBM, and when it does not fit, the cheapest variant that does
-(see albert_jax/plan.py). Speeds come from the analytic FLOPs at `--mfu`, so they are the same for
+(see albert_jax/plan/planner.py). Speeds come from the analytic FLOPs at `--mfu`, so they are the same for
 a variant; a variant with gradient accumulation or remat will reach a lower MFU in practice. The
-"MFU ceiling" column is the compiler's estimate (albert_jax/roofline.py), not a measurement.
+"MFU ceiling" column is the compiler's estimate (albert_jax/plan/roofline.py), not a measurement.
 
 The slices have 256 chips each, the chip count of the paper's v3-512 (512 v3 cores). Needs
 libtpu (`pip install -e '.[tpu]'`); no TPU. Cells are appended to OUT.jsonl as they finish (a
@@ -47,7 +47,7 @@ def load_config(size: str):
 
 def cell(size: str, topology: str, mfu: float) -> dict[str, Any]:
   """Plans one (model, slice) and keeps what the table shows."""
-  from albert_jax import plan  # pylint: disable=g-import-not-at-top
+  from albert_jax.plan import planner as plan  # pylint: disable=g-import-not-at-top
   config = plan.with_overrides(load_config(size), OVERRIDES)
   start = time.perf_counter()
   p = plan.plan(config, topology, mfu=mfu)
@@ -71,7 +71,7 @@ def _variant(overrides: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], mfu: float) -> str:
-  from albert_jax import plan  # pylint: disable=g-import-not-at-top
+  from albert_jax.plan import planner as plan  # pylint: disable=g-import-not-at-top
   gib = 2**30
   out = ["| model | slice (256 chips) | fits as configured? | memory per device / HBM | "
          f"setting that fits | MFU ceiling (compiler's estimate) | steps/s at {mfu:.0%} MFU | "
@@ -104,7 +104,7 @@ def main() -> None:
   parser.add_argument("--out", default=os.path.join(REPO, "workdirs", "plan_table"),
                       help="path prefix of OUT.jsonl and OUT.md (workdirs/ is git-ignored)")
   args = parser.parse_args()
-  from albert_jax import plan  # pylint: disable=g-import-not-at-top
+  from albert_jax.plan import planner as plan  # pylint: disable=g-import-not-at-top
   plan.setup_host()
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   done = {}

@@ -15,8 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax import attention, partitioning, pretrain
-from albert_jax.model_config import ModelConfig
+from albert_jax.model import attention
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.model.config import ModelConfig
 
 
 def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 3) -> float:

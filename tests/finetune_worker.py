@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from albert_jax import config_utils  # noqa: E402
-from albert_jax import finetune  # noqa: E402
+from albert_jax.train import finetune  # noqa: E402
 
 WRITTEN: list[str] = []
 

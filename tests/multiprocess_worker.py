@@ -17,7 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from albert_jax import distributed, partitioning, pretrain, trainer  # noqa: E402
+from albert_jax.train import distributed
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.train import step as trainer  # noqa: E402
 from trainer_fixtures import synthetic_batch, tiny_config  # noqa: E402
 
 

@@ -18,7 +18,9 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from albert_jax import checkpoints, pretrain, trainer  # noqa: E402
+from albert_jax.train import checkpoints
+from albert_jax.train import pretrain
+from albert_jax.train import step as trainer  # noqa: E402
 from trainer_fixtures import tiny_config  # noqa: E402
 
 

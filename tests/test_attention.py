@@ -1,4 +1,4 @@
-"""Attention implementations (albert_jax/attention.py): each fused one equals the xla reference.
+"""Attention implementations (albert_jax/model/attention.py): each fused one equals the xla reference.
 
 Splash runs in Pallas interpret mode on the CPU; cuDNN cannot run here, so the GPU branch of
 `dot_product_attention` is covered by its dispatch and its padding conversion only.
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh
 
-from albert_jax import attention
-from albert_jax import modeling
-from albert_jax import partitioning
-from albert_jax.model_config import ModelConfig
+from albert_jax.model import attention
+from albert_jax.model import modeling
+from albert_jax.train import partitioning
+from albert_jax.model.config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUSED = ("dot_product_attention", "splash")
@@ -223,9 +223,9 @@ def test_cudnn_takes_right_padded_masks_only():
 
 AOT_SCRIPT = """
 import sys
-from albert_jax import plan
+from albert_jax.plan import planner as plan
 plan.setup_host()
-from albert_jax import trainer
+from albert_jax.train import step as trainer
 from configs import pretrain as pretrain_config
 config = pretrain_config.get_config("size=tiny")
 config.data.max_seq_length = 128

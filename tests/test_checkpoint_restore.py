@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax.checkpoints import Checkpointer
+from albert_jax.train.checkpoints import Checkpointer
 
 
 # A failed orbax restore leaves its other array reads un-awaited; their "exception ignored" reports

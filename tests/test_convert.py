@@ -8,9 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from albert_jax import convert
-from albert_jax import finetune_files
-from albert_jax import modeling
+from albert_jax.interop import convert
+from albert_jax.train import finetune_files
+from albert_jax.model import modeling
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,7 +25,7 @@ SMALL = dict(num_hidden_groups=2, inner_group_num=2, embedding_size=8, hidden_si
 
 def official_names(groups, inner, with_projection):
   """Variable names of an official pretraining checkpoint (albert_official.md §1.5), written out
-  independently of albert_jax.checkpoint_names."""
+  independently of albert_jax.interop.names."""
   out = ["bert/embeddings/word_embeddings", "bert/embeddings/token_type_embeddings",
          "bert/embeddings/position_embeddings", "bert/embeddings/LayerNorm/gamma",
          "bert/embeddings/LayerNorm/beta", "bert/pooler/dense/kernel", "bert/pooler/dense/bias",

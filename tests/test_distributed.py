@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from albert_jax import distributed
+from albert_jax.train import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,7 +20,7 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX
 
 
 def test_every_sweep_builds_valid_configs():
-  from albert_jax.model_config import ModelConfig
+  from albert_jax.model.config import ModelConfig
   assert set(sweeps.SWEEPS) == {"table2", "table3", "table4", "table5", "table7", "table8",
                                 "depth", "width"}
   for sweep in sweeps.SWEEPS.values():
@@ -112,7 +112,7 @@ def test_launcher_refuses_runs_without_their_data(tmp_path):
 
 def test_an_interrupted_local_run_is_not_marked_done(tmp_path, monkeypatch):
   import launch  # pylint: disable=g-import-not-at-top
-  from albert_jax import pretrain  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
   sweep = sweeps.get_sweep("table4")
   run = sweep.runs[0]
   config = sweeps.run_config(run, runlocal=True)
@@ -195,8 +195,8 @@ def test_bench_train_speed_has_a_row_per_attention_implementation():
 
 def test_step_parts_count_the_encoders_flops():
   import step_parts  # pylint: disable=g-import-not-at-top
-  from albert_jax import metrics  # pylint: disable=g-import-not-at-top
-  from albert_jax.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import metrics  # pylint: disable=g-import-not-at-top
+  from albert_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
 
   def model(layers):
     return ModelConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=layers,

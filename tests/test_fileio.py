@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from albert_jax import fileio
-from albert_jax import finetune_files
-from albert_jax.data import tasks as tasks_lib
+from albert_jax.train import finetune_files
+from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
-from albert_jax.data.tasks import glue
-from albert_jax.data.tasks import race
-from albert_jax.data.tasks import squad
-from albert_jax.data.tasks import tagging
+from albert_jax.tasks import glue
+from albert_jax.tasks import race
+from albert_jax.tasks import squad
+from albert_jax.tasks import tagging
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")

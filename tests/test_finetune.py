@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from albert_jax import config_utils
-from albert_jax import convert
-from albert_jax import finetune
-from albert_jax import model_config
-from albert_jax import task_metrics
+from albert_jax.interop import convert
+from albert_jax.train import finetune
+from albert_jax.model import config as model_config
+from albert_jax.tasks import metrics as task_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = 4000  # the session SentencePiece fixture's size

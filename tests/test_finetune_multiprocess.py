@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 
-from albert_jax import convert
+from albert_jax.interop import convert
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Orbax checkpoints are written by every process (each saves the shards it holds).

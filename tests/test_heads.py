@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import modeling
+from albert_jax.model import modeling
 
 CFG = dict(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
            num_attention_heads=4, intermediate_size=20, max_position_embeddings=16)

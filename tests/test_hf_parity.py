@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from albert_jax import convert, modeling  # noqa: E402
+from albert_jax.interop import convert
+from albert_jax.model import modeling  # noqa: E402
 
 ATOL = 1e-5
 

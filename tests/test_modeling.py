@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import modeling
-from albert_jax.model_config import ModelConfig
+from albert_jax.model import modeling
+from albert_jax.model.config import ModelConfig
 
 BASE = dict(vocab_size=50, embedding_size=8, hidden_size=16, num_attention_heads=4,
             intermediate_size=20, max_position_embeddings=16)

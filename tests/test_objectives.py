@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import modeling, objectives
+from albert_jax.model import modeling
+from albert_jax.train import objectives
 
 B, T, P, V = 4, 12, 5, 30
 

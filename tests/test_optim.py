@@ -10,7 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from albert_jax import checkpoint_names, modeling, optim
+from albert_jax.interop import names as checkpoint_names
+from albert_jax.model import modeling
+from albert_jax.train import optim
 
 EXCLUDE = ("LayerNorm", "layer_norm", "bias")
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from albert_jax import param_count
-from albert_jax.model_config import PAPER_PARAMS, preset
+from albert_jax.model import param_count
+from albert_jax.model.config import PAPER_PARAMS, preset
 
 # Counts from the official variable shapes (albert_official.md §1.6 / hf_albert.md §2.3).
 EXPECTED = {"albert_base": (11_683_584, 11_813_810), "albert_large": (17_683_968, 17_847_474),
@@ -37,10 +37,10 @@ def test_table_one_within_rounding():
 
 
 def test_cli_prints_table_and_config():
-  out = subprocess.run([sys.executable, "-m", "albert_jax.param_count"], check=True,
+  out = subprocess.run([sys.executable, "-m", "albert_jax.model.param_count"], check=True,
                        capture_output=True, text=True).stdout
   assert "albert_xxlarge" in out and "222,595,584" in out and "235M" in out
-  out = subprocess.run([sys.executable, "-m", "albert_jax.param_count",
+  out = subprocess.run([sys.executable, "-m", "albert_jax.model.param_count",
                         "--config=configs/model.py:size=base", "--config.embedding_size=768",
                         "--config.layer_sharing=none"], check=True, capture_output=True,
                        text=True).stdout

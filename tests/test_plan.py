@@ -12,12 +12,12 @@ import types
 
 import pytest
 
-from albert_jax import metrics
-from albert_jax import partitioning
-from albert_jax import plan
-from albert_jax import roofline
-from albert_jax import tpu_specs
-from albert_jax.model_config import ModelConfig
+from albert_jax.train import metrics
+from albert_jax.train import partitioning
+from albert_jax.plan import planner as plan
+from albert_jax.plan import roofline
+from albert_jax.plan import tpu_specs
+from albert_jax.model.config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/pretrain.py:size=tiny", "--config.data.max_seq_length=128",
@@ -275,5 +275,5 @@ def _tiny_config():
 
 
 def test_every_remat_policy_has_a_rank():
-  from albert_jax.model_config import REMAT_POLICIES  # pylint: disable=g-import-not-at-top
+  from albert_jax.model.config import REMAT_POLICIES  # pylint: disable=g-import-not-at-top
   assert set(plan.REMAT_RANK) == set(REMAT_POLICIES)

@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from albert_jax import convert
-from albert_jax import finetune
-from albert_jax import predict
-from albert_jax import pretrain
+from albert_jax.interop import convert
+from albert_jax.train import finetune
+from albert_jax.inference import predict
+from albert_jax.train import pretrain
 
 TESTS = pathlib.Path(__file__).resolve().parent
 REPO = TESTS.parent

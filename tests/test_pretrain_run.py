@@ -121,7 +121,7 @@ def test_warm_start_from_another_run(tmp_path, static_records, straight):
 
 def test_warm_start_skips_an_unreadable_latest_checkpoint(tmp_path, straight):
   import shutil  # pylint: disable=g-import-not-at-top
-  from albert_jax import warm_start  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import warm_start  # pylint: disable=g-import-not-at-top
   source = tmp_path / "source"
   shutil.copytree(straight, source)
   for root, _, files in os.walk(source / "checkpoints" / "6" / "state"):

@@ -6,7 +6,8 @@ import flax.linen as nn
 import numpy as np
 import pytest
 
-from albert_jax import modeling, partitioning
+from albert_jax.model import modeling
+from albert_jax.train import partitioning
 
 CFG = dict(vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=4,
            num_attention_heads=4, intermediate_size=32, max_position_embeddings=16,

@@ -6,10 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from albert_jax import finetune
-from albert_jax import seqeval_metrics as sm
-from albert_jax.data import tasks as tasks_lib
-from albert_jax.data.tasks import tagging
+from albert_jax.train import finetune
+from albert_jax.tasks import seqeval as sm
+from albert_jax import tasks as tasks_lib
+from albert_jax.tasks import tagging
 import test_finetune
 
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")

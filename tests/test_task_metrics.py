@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from albert_jax import task_metrics as tm
+from albert_jax.tasks import metrics as tm
 
 
 def test_classification_metrics():

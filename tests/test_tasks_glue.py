@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from albert_jax.data import tokenization
-from albert_jax.data.tasks import glue
+from albert_jax.tasks import glue
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "glue"
 DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
@@ -183,7 +183,7 @@ def test_outputs(tmp_path, spm_model):
 
 
 def test_batching_is_a_function_of_the_step():
-  from albert_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  from albert_jax import tasks  # pylint: disable=g-import-not-at-top
   arrays = {"x": np.arange(10), "y": np.arange(10) * 2}
   epoch = [tasks.train_batch(arrays, s, 4, seed=3)["x"] for s in range(2)]  # 2 batches/epoch
   assert len(set(np.concatenate(epoch).tolist())) == 8  # no repeats within an epoch
@@ -204,7 +204,7 @@ def test_batching_is_a_function_of_the_step():
 
 def test_host_rows_follow_the_mesh():
   import jax  # pylint: disable=g-import-not-at-top
-  from albert_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import partitioning  # pylint: disable=g-import-not-at-top
   if jax.device_count() < 8:
     pytest.skip("needs the 8 fake devices of conftest.py")
   # One process holds every device: all rows, whatever the mesh (a tensor axis replicates them).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from albert_jax.data import tokenization
-from albert_jax.data.tasks import race
+from albert_jax.tasks import race
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "race"
 

@@ -8,10 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from albert_jax import squad_postprocess
-from albert_jax.data import tasks as tasks_lib
+from albert_jax.tasks import squad_postprocess
+from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
-from albert_jax.data.tasks import squad
+from albert_jax.tasks import squad
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "squad"
 CONTEXT = "Café  Müller opened in 1990, near the ``old'' bridge.\nIt closed in 2001."

@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import partitioning, pretrain, trainer, warm_start
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.train import step as trainer
+from albert_jax.train import warm_start
 from trainer_fixtures import synthetic_batch, tiny_config
 
 

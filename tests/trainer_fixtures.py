@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from albert_jax import config_utils
-from albert_jax import pretrain
+from albert_jax.train import pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pretrain_config = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")

@@ -33,7 +33,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from albert_jax.model_config import ATTENTION_IMPLS
+from albert_jax.model.config import ATTENTION_IMPLS
 
 Array = jax.Array
 

@@ -21,9 +21,9 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-from albert_jax import convert
+from albert_jax.interop import convert
 from albert_jax import fileio
-from albert_jax.data import tasks as tasks_lib
+from albert_jax import tasks as tasks_lib
 
 
 class RunFiles:

@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from albert_jax import convert
-from albert_jax.model_config import ModelConfig
+from albert_jax.interop import convert
+from albert_jax.model.config import ModelConfig
 
 # Encoder leaves carry stacked leading axes (groups[, layers]); group0 broadcasts their first entry.
 _STACKED_PREFIX = ("albert", "encoder", "groups")

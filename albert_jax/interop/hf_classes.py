@@ -15,7 +15,7 @@ import flax.linen as nn
 from flax import traverse_util
 import numpy as np
 
-from albert_jax import checkpoint_names as names
+from albert_jax.interop import names
 
 Params = dict[str, Any]
 
@@ -110,7 +110,7 @@ def hf_architecture(params: Params, task: Optional[Mapping[str, Any]] = None, *,
   if family == "glue":
     labels = None
     if task.get("name"):
-      from albert_jax.data.tasks import glue  # pylint: disable=g-import-not-at-top
+      from albert_jax.tasks import glue  # pylint: disable=g-import-not-at-top
       labels = glue.get_task(task["name"]).labels  # None: regression (STS-B)
       if outputs != glue.num_labels(task["name"]):
         raise ValueError(f"params head 'classifier' has {outputs} outputs but GLUE task "

@@ -1,7 +1,7 @@
 """Parameter counts of model configs, beside the paper's Table 1.
 
-    python -m albert_jax.param_count                                   # every preset
-    python -m albert_jax.param_count --config=configs/model.py:size=base --config.embedding_size=768
+    python -m albert_jax.model.param_count                                   # every preset
+    python -m albert_jax.model.param_count --config=configs/model.py:size=base --config.embedding_size=768
 
 Counts are encoder + pooler (the paper's convention); `--heads` adds the MLM and SOP heads.
 """
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 from ml_collections import config_flags
 
-from albert_jax import modeling
-from albert_jax.model_config import PAPER_PARAMS, PRESETS, preset
+from albert_jax.model import modeling
+from albert_jax.model.config import PAPER_PARAMS, PRESETS, preset
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (configs/model.py)",
                                           lock_config=False)

@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax import layers
-from albert_jax.model_config import ModelConfig
+from albert_jax.model import layers
+from albert_jax.model.config import ModelConfig
 
 Array = jax.Array
 

@@ -22,8 +22,8 @@ import ml_collections
 import numpy as np
 
 from albert_jax import fileio
-from albert_jax import task_metrics
-from albert_jax.data import tasks as tasks_lib
+from albert_jax.tasks import metrics as task_metrics
+from albert_jax import tasks as tasks_lib
 
 LEVELS = ("middle", "high")
 SPLITS = ("train", "dev", "test")

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 
-from albert_jax.model_config import ModelConfig
+from albert_jax.model.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per JAX device (a TPU v2/v3 device is one core; v4/v5p one megacore chip).
 PEAK_BF16_FLOPS = {

@@ -40,9 +40,9 @@ import ml_collections
 import numpy as np
 
 from albert_jax import fileio
-from albert_jax import seqeval_metrics
-from albert_jax.data import tasks as tasks_lib
-from albert_jax.data.tasks import squad
+from albert_jax.tasks import seqeval as seqeval_metrics
+from albert_jax import tasks as tasks_lib
+from albert_jax.tasks import squad
 
 SCORING = ("entity", "accuracy")
 FORMATS = ("auto", "conll", "conllu")

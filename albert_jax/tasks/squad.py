@@ -29,9 +29,9 @@ import ml_collections
 import numpy as np
 
 from albert_jax import fileio
-from albert_jax import squad_postprocess
-from albert_jax import task_metrics
-from albert_jax.data import tasks as tasks_lib
+from albert_jax.tasks import squad_postprocess
+from albert_jax.tasks import metrics as task_metrics
+from albert_jax import tasks as tasks_lib
 from albert_jax.data.tokenization import SPIECE_UNDERLINE
 
 VERSIONS = ("1.1", "2.0")

@@ -91,7 +91,7 @@ def parse_topology(name: str) -> tuple[TpuSpec, tuple[int, ...]]:
   generation, dims = match.group(1), tuple(int(d) for d in match.group(2).split("x"))
   if generation not in SPECS:
     raise ValueError(f"--topology={name!r}: unknown TPU generation {generation!r}; known: "
-                     f"{sorted(SPECS)} (see albert_jax/tpu_specs.py)")
+                     f"{sorted(SPECS)} (see albert_jax/plan/tpu_specs.py)")
   if any(d < 1 for d in dims):
     raise ValueError(f"--topology={name!r}: every dimension must be at least 1")
   return SPECS[generation], dims

@@ -2,7 +2,7 @@
 
 XLA's `cost_analysis()` of a compiled program gives its FLOPs and the bytes it moves to and from
 HBM (per device, after fusion). Against the chip's peak FLOP/s and HBM bandwidth
-(albert_jax/tpu_specs.py) the step cannot take less than
+(albert_jax/plan/tpu_specs.py) the step cannot take less than
     max(FLOPs / peak, bytes accessed / bandwidth),
 and the model FLOPs utilization it can reach is at most (the "MFU ceiling")
     analytic FLOPs / (that time x peak),
@@ -26,9 +26,9 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from albert_jax import pretrain
-from albert_jax import tpu_specs
-from albert_jax import trainer
+from albert_jax.train import pretrain
+from albert_jax.plan import tpu_specs
+from albert_jax.train import step as trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _seconds(seconds: float) -> str:
   return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
 
 
-# The unrolled copy of a train step, compiled for the estimate (albert_jax/plan.py).
+# The unrolled copy of a train step, compiled for the estimate (albert_jax/plan/planner.py).
 
 
 def start(pool: concurrent.futures.Executor, cfg: ml_collections.ConfigDict,

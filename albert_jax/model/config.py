@@ -19,7 +19,7 @@ import ml_collections
 # function "gelu_new" and uses "gelu" for the exact erf form, which we call "gelu_exact").
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_exact", "relu", "tanh", "silu")
 LAYER_SHARING = ("all", "attention", "ffn", "none")
-# `attention_impl` values (albert_jax/attention.py); the fused ones have no attention dropout.
+# `attention_impl` values (albert_jax/model/attention.py); the fused ones have no attention dropout.
 ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "splash")
 FUSED_ATTENTION = ("dot_product_attention", "splash")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -80,7 +80,7 @@ class ModelConfig:
   # its square root. Only with layer_sharing="all": stacked per-layer weights and their optimizer
   # state dwarf the per-layer inputs, and blocks would change the stacked parameter layout.
   remat_scan_blocks: int = 1
-  # The attention core (albert_jax/attention.py): "xla" (einsum, the numerical reference),
+  # The attention core (albert_jax/model/attention.py): "xla" (einsum, the numerical reference),
   # "dot_product_attention" (jax.nn's; cuDNN flash attention on NVIDIA GPUs), "splash" (the Pallas
   # TPU flash kernel), or "auto": the platform's fused kernel where dropout and shapes allow it.
   attention_impl: str = "auto"

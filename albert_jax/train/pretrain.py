@@ -27,18 +27,18 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from albert_jax import checkpoints
-from albert_jax import distributed
+from albert_jax.train import checkpoints
+from albert_jax.train import distributed
 from albert_jax import fileio
-from albert_jax import metrics as metrics_lib
-from albert_jax import modeling
-from albert_jax import objectives
-from albert_jax import optim
-from albert_jax import partitioning
-from albert_jax import trainer
-from albert_jax import warm_start
+from albert_jax.train import metrics as metrics_lib
+from albert_jax.model import modeling
+from albert_jax.train import objectives
+from albert_jax.train import optim
+from albert_jax.train import partitioning
+from albert_jax.train import step as trainer
+from albert_jax.train import warm_start
 from albert_jax.data import pipeline
-from albert_jax.model_config import ModelConfig
+from albert_jax.model.config import ModelConfig
 
 
 class StopSignal:
@@ -347,7 +347,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   distributed.maybe_initialize(config.multihost)
   tf.io.gfile.makedirs(workdir)  # local or a bucket (gs://)
   if config.data.get("corpus") and not config.data.train_files:
-    from albert_jax import demo_data  # pylint: disable=g-import-not-at-top
+    from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
     config = demo_data.prepare(config, workdir)
   validate(config, jax.process_count())
   is_chief = jax.process_index() == 0

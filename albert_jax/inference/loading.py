@@ -16,11 +16,11 @@ from typing import Optional, Sequence
 import ml_collections
 
 from albert_jax import config_utils
-from albert_jax import convert
+from albert_jax.interop import convert
 from albert_jax import fileio
-from albert_jax import warm_start
+from albert_jax.train import warm_start
 from albert_jax.data import tokenization
-from albert_jax.model_config import ModelConfig
+from albert_jax.model.config import ModelConfig
 
 # SentencePiece models looked for beside a checkpoint (and beside its parent directory).
 _SPM_NEAR = ("data/spm.model", "spm.model", "spiece.model", "30k-clean.model")

@@ -10,11 +10,11 @@ logical-axis rules, state shardings and the jitted step (in/out shardings, donat
 as `pretrain.run` uses them. No data is read; only the batch shapes come from the config.
 
 The report, per device: parameters, optimizer state and batch (bytes of each shard), XLA's
-temporaries and program (`memory_analysis()`), against the chip's HBM (albert_jax/tpu_specs.py);
+temporaries and program (`memory_analysis()`), against the chip's HBM (albert_jax/plan/tpu_specs.py);
 FLOPs per step from the analytic model and from XLA's `cost_analysis()`; the roofline; the step
 time at peak and at `--mfu`, tokens/s and the time to finish `training.total_steps`.
 
-Roofline (albert_jax/roofline.py; off with --noroofline): XLA's cost_analysis() counts a loop body
+Roofline (albert_jax/plan/roofline.py; off with --noroofline): XLA's cost_analysis() counts a loop body
 once, so a step that fits is compiled again with every loop (depth, microbatches) unrolled; that
 copy gives FLOPs and bytes accessed, the rolled step (the one training runs) gives memory. It
 compiles on a background thread beside the rolled compile of the configured step (dropped if that
@@ -52,13 +52,13 @@ from typing import Any, Iterator, Optional, Sequence
 import jax
 import ml_collections
 
-from albert_jax import metrics
-from albert_jax import partitioning
-from albert_jax import pretrain
-from albert_jax import roofline
-from albert_jax import tpu_specs
-from albert_jax import trainer
-from albert_jax.model_config import ModelConfig
+from albert_jax.train import metrics
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.plan import roofline
+from albert_jax.plan import tpu_specs
+from albert_jax.train import step as trainer
+from albert_jax.model.config import ModelConfig
 
 GiB = tpu_specs.GiB
 # Remat policies by how much they recompute; aliases share a rank.
@@ -478,22 +478,3 @@ def main(argv: Sequence[str], config: ml_collections.ConfigDict, topology: str,
   print(report(p), flush=True)
   return 0 if p.fits else 2
 
-
-if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  # Flags live here, not at import time, so that plan_table and tests can import this module.
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. "
-                                            "configs/pretrain.py:size=xxlarge", lock_config=True)
-  _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v3:16x16, v5e:4x4")
-  _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over the data-center network")
-  _MFU = flags.DEFINE_float("mfu", 0.5, "model FLOPs utilization assumed for the step time")
-  _MAX_VARIANTS = flags.DEFINE_integer("max_variants", 12, "variants to compile when the step "
-                                       "does not fit (0: report only)")
-  _ROOFLINE = flags.DEFINE_bool("roofline", True, "compile an unrolled copy of each step that "
-                                "fits for the roofline (--noroofline: memory only, faster)")
-  flags.mark_flags_as_required(["config", "topology"])
-  app.run(lambda argv: sys.exit(main(argv, _CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value,
-                                     _MFU.value, _MAX_VARIANTS.value, _ROOFLINE.value)))

@@ -13,7 +13,7 @@
 All scores are returned as plain floats; SQuAD scores are percentages like the official scripts.
 
 Command line: a markdown table of the metrics JSONs of fine-tuning runs:
-    python -m albert_jax.task_metrics 'runs/*/metrics.json' [--output=table.md]
+    python -m albert_jax.tasks.metrics 'runs/*/metrics.json' [--output=table.md]
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ def markdown_table(runs: Iterable[Mapping[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m albert_jax.task_metrics",
+  parser = argparse.ArgumentParser(prog="python -m albert_jax.tasks.metrics",
                                    description="Markdown table of fine-tuning metrics JSONs.")
   parser.add_argument("patterns", nargs="+", help="metrics.json files or globs")
   parser.add_argument("--output", help="write the table here instead of stdout")

@@ -67,7 +67,7 @@ def family_module(family: str):
   if family not in FAMILIES:
     raise ValueError(f"config field 'task.family'={family!r}: unknown task family; allowed: "
                      f"{FAMILIES}")
-  return importlib.import_module(f"albert_jax.data.tasks.{family}")
+  return importlib.import_module(f"albert_jax.tasks.{family}")
 
 
 def split_list(value: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Optional
 
-from albert_jax.model_config import ModelConfig
+from albert_jax.model.config import ModelConfig
 
 # (path inside one of our `albert_layers_{n}` sub-trees, HF suffix after `albert_layers.{n}.`).
 _LAYER_LEAVES = tuple(

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax.model_config import ModelConfig
+from albert_jax.model.config import ModelConfig
 
 Array = jax.Array
 

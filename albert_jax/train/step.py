@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from albert_jax import partitioning
+from albert_jax.train import partitioning
 
 Array = jax.Array
 Batch = Mapping[str, Array]

@@ -1,0 +1,449 @@
+"""Inference on raw text with a pretrained or fine-tuned checkpoint.
+
+    python -m albert_jax.predict fill-mask --checkpoint=DIR "the [MASK] returns a new list."
+    python -m albert_jax.predict classify --checkpoint=runs/sst2 "a gripping, funny film"
+    python -m albert_jax.predict classify --checkpoint=runs/mrpc --input=pairs.jsonl  # text_a/b
+    python -m albert_jax.predict qa --checkpoint=runs/squad2 '{"question": "...", "context": "..."}'
+    python -m albert_jax.predict tag --checkpoint=runs/conll2003 < sentences.txt
+    python -m albert_jax.predict choice --checkpoint=runs/race --input=questions.jsonl
+
+--checkpoint: a fine-tuning workdir (its `best/` is used) or a `best/`; any
+`convert.save_checkpoint` directory (e.g. `python -m albert_jax.convert --hf_dir=...
+--out_checkpoint=...`); a pretraining workdir (its latest checkpoint; give the run's `--config`,
+e.g. configs/demo.py); a Hugging Face directory; or an official TF checkpoint (with
+--albert_config). The task of a fine-tuned checkpoint comes from `best/task.json` (written by
+albert_jax.finetune), the workdir's metrics.json, or --config=<the fine-tuning config>. The
+SentencePiece model comes from --spm_model, the task, the pretraining config or the usual files
+beside the checkpoint (data/spm.model, spiece.model, 30k-clean.model). Our checkpoints and
+workdirs, the SentencePiece model and --input may be in a bucket (gs://...); Hugging Face and
+official TF checkpoints are read from local disk.
+
+Input: the arguments after the mode, else --input=FILE ("-" = stdin), else stdin; one example per
+line (blank lines skipped). A line is plain text or a JSON object: fill-mask {"text"}; classify
+{"text_a"[, "text_b"]}; qa {"question", "context"}; tag {"words": [...]} or {"text"} (words split
+on whitespace); choice {"article", "question", "options": [4 options]}. Output (--format): text,
+one line per example (fill-mask: the text, then one line per mask), or JSON lines with the details
+(probabilities, n-best answers, entities). Examples are featurized as in training (the task
+family's own featurizer) and run in batches of --batch_size; inputs that training would truncate
+(classify, choice) are refused unless --truncate; qa and tag use the training windows, so long
+inputs are fine. fill-mask: the text around each [MASK] is encoded as separate words, and a
+candidate piece without "▁" joins the word before it ("word" in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from albert_jax import fileio
+from albert_jax.train import finetune
+from albert_jax.inference.loading import InputError, Loaded, load, load_config_file
+from albert_jax.model import modeling
+from albert_jax.tasks import seqeval as seqeval_metrics
+from albert_jax.tasks import squad_postprocess
+from albert_jax.train import warm_start
+from albert_jax import tasks as tasks_lib
+from albert_jax.data import tokenization
+from albert_jax.tasks import glue, race, squad, tagging
+
+# Mode -> the task family it needs (None: the pretraining MLM head).
+MODES = {"fill-mask": None, "classify": "glue", "qa": "squad", "tag": "tagging", "choice": "race"}
+_MODE_OF = {family: mode for mode, family in MODES.items() if family}
+_MASK = re.compile(re.escape(tokenization.MASK))
+
+
+def _fit(params: dict, model: nn.Module, init_ids: jax.Array, what: str) -> dict:
+  """The checkpoint's parameters for `model`, checked leaf by leaf (shape errors name the leaf)."""
+  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), init_ids)["params"])
+  try:
+    return warm_start.fit_params(params, abstract, False)
+  except ValueError as e:
+    raise InputError(f"the checkpoint does not fit {what}: {e}") from None
+
+
+@dataclasses.dataclass
+class _TaskModel:
+  task: ml_collections.ConfigDict
+  input_keys: tuple[str, ...]
+  predict: Any     # jitted (params, batch) -> outputs + row
+  params: dict
+
+
+def _task_model(loaded: Loaded, mode: str) -> _TaskModel:
+  """The fine-tuned model of a task mode, or an error saying why the checkpoint is wrong."""
+  family, task = MODES[mode], loaded.task
+  heads = sorted(k for k in loaded.params if k != "albert")
+  if task is None:
+    kind = ("a pretraining checkpoint" if "predictions" in loaded.params
+            else f"a checkpoint without task information (heads: {heads})")
+    raise InputError(f"--checkpoint {loaded.path} is {kind}: `{mode}` needs a model fine-tuned "
+                     f"on a {family} task (a fine-tuning workdir or its best/, or pass "
+                     "--config=<the fine-tuning config>)")
+  if task.family != family:
+    raise InputError(f"--checkpoint {loaded.path} was fine-tuned for {task.family} "
+                     f"({finetune.task_label(task)}); use `predict {_MODE_OF.get(task.family)}`, "
+                     f"not `predict {mode}`")
+  config = ml_collections.ConfigDict({"model": loaded.model_config.to_config_dict().to_dict(),
+                                      "task": task.to_dict()})
+  model, head = finetune.build_model(config)
+  if head not in loaded.params:
+    raise InputError(f"--checkpoint {loaded.path} has no {head!r} head for "
+                     f"{finetune.task_label(task)} (its heads: {heads})")
+  shape = (1, 4, task.max_seq_length) if family == "race" else (1, task.max_seq_length)
+  params = _fit(loaded.params, model, jnp.zeros(shape, jnp.int32),
+                f"a {finetune.task_label(task)} model")
+  return _TaskModel(task, finetune.input_keys(task),
+                    jax.jit(finetune.make_predict(config, model)), params)
+
+
+def _run(tm: _TaskModel, arrays: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Model outputs for every row of `arrays`, in row order (batches of `batch_size`)."""
+  arrays = {k: arrays[k] for k in tm.input_keys}
+  chunks: dict[str, list] = {}
+  for batch in tasks_lib.eval_batches(arrays, batch_size):  # the last batch padded: one shape
+    for k, v in tm.predict(tm.params, batch).items():
+      chunks.setdefault(k, []).append(np.asarray(v))
+  out = {k: np.concatenate(v) for k, v in chunks.items()}
+  keep = out.pop("row") >= 0
+  return {k: v[keep] for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Modes. Each takes parsed examples (dicts) and returns one result dict per example.
+# ----------------------------------------------------------------------------------------------
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _too_long(where: str, length: int, limit: int, field: str) -> InputError:
+  return InputError(f"{where}: {length} pieces with [CLS]/[SEP] exceed the model's maximum "
+                    f"length {limit} ({field}); shorten the text" +
+                    ("" if "max_position" in field else " or pass --truncate to cut it as "
+                     "training does"))
+
+
+def _word_of(pieces: list[str], i: int) -> str:
+  """The whole word that piece i belongs to (pieces join until the next "▁" piece)."""
+  start = i
+  while start > 0 and not pieces[start].startswith(tokenization.SPIECE_UNDERLINE) and (
+      not pieces[start - 1].startswith("[")):
+    start -= 1
+  end = i + 1
+  while end < len(pieces) and not pieces[end].startswith((tokenization.SPIECE_UNDERLINE, "[")):
+    end += 1
+  return "".join(pieces[start:end]).replace(tokenization.SPIECE_UNDERLINE, " ").strip()
+
+
+def fill_mask(loaded: Loaded, examples: list[dict], top_k: int = 5, batch_size: int = 32,
+              max_seq_length: int = 0) -> list[dict]:
+  """Top-k pieces (and the whole words they complete) for every [MASK] of every text."""
+  tok, cfg = loaded.tokenizer, loaded.model_config
+  if "predictions" not in loaded.params:
+    what = f"fine-tuned for {loaded.task.family}" if loaded.task else "without an MLM head"
+    raise InputError(f"--checkpoint {loaded.path} is {what} (no 'predictions' parameters): "
+                     "fill-mask needs a pretraining checkpoint")
+  limit = min(max_seq_length or cfg.max_position_embeddings, cfg.max_position_embeddings)
+  model = modeling.AlbertForMaskedLM(cfg)
+  params = _fit(loaded.params, model, jnp.zeros((1, 2), jnp.int32), "a masked-LM model")
+  apply = jax.jit(lambda p, ids, mask, pos: model.apply({"params": p}, ids, mask,
+                                                        masked_positions=pos)["mlm_logits"])
+  sequences = []
+  for ex in examples:
+    segments = _MASK.split(ex["text"])
+    if len(segments) == 1:
+      raise InputError(f"{ex['where']}: no {tokenization.MASK} in the text {ex['text']!r}")
+    ids = [tok.cls_id]
+    for n, piece_ids in enumerate(tok.encode_batch(segments)):
+      ids += ([tok.mask_id] if n else []) + piece_ids
+    ids.append(tok.sep_id)
+    if len(ids) > limit:
+      raise _too_long(ex["where"], len(ids), limit, "model config 'max_position_embeddings'"
+                      if limit == cfg.max_position_embeddings else "--max_seq_length")
+    sequences.append(ids)
+  results = []
+  for start in range(0, len(sequences), batch_size):
+    chunk = sequences[start:start + batch_size]
+    # Pad to a power of two (and a full batch) so that few shapes are ever compiled.
+    length = min(limit, max(16, 1 << (max(map(len, chunk)) - 1).bit_length()))
+    masks = [[i for i, t in enumerate(s) if t == tok.mask_id] for s in chunk]
+    width = max(map(len, masks))
+    ids, mask = np.zeros((2, batch_size, length), np.int32)
+    positions = np.zeros((batch_size, width), np.int32)
+    for r, (s, m) in enumerate(zip(chunk, masks)):
+      ids[r, :len(s)], mask[r, :len(s)] = s, 1
+      positions[r, :len(m)] = m
+    logits = np.asarray(apply(params, ids, mask, positions))
+    for r, (s, m) in enumerate(zip(chunk, masks)):
+      probs = _softmax(logits[r, :len(m)].astype(np.float64))
+      pieces = tok.convert_ids_to_tokens(s)
+      filled, out = list(pieces), []
+      for j, position in enumerate(m):
+        candidates = []
+        for rank, i in enumerate(np.argsort(-probs[j], kind="stable")[:top_k]):
+          piece = tok.convert_ids_to_tokens([int(i)])[0]
+          word = _word_of(pieces[:position] + [piece] + pieces[position + 1:], position)
+          candidates.append({"rank": rank + 1, "piece": piece, "id": int(i),
+                             "probability": float(probs[j, i]), "word": word})
+        filled[position] = candidates[0]["piece"]
+        out.append({"mask": j + 1, "candidates": candidates})
+      text = "".join(filled[1:-1]).replace(tokenization.SPIECE_UNDERLINE, " ").strip()
+      results.append({"masks": out, "filled": text})
+  return results
+
+
+def classify(loaded: Loaded, examples: list[dict], batch_size: int = 32,
+             truncate: bool = False) -> list[dict]:
+  """GLUE-style single texts or pairs -> label and probabilities (STS-B: a score)."""
+  tm = _task_model(loaded, "classify")
+  task = tm.task  # the fine-tuning config's task section: same featurization settings
+  spec, tok, limit = glue.get_task(task.name), loaded.tokenizer, task.max_seq_length
+  rows = [glue.Example(str(i), ex["text_a"], ex.get("text_b") or None, None)
+          for i, ex in enumerate(examples)]
+  for ex, a, b in zip(examples, tok.encode_batch([r.text_a for r in rows]),
+                      tok.encode_batch([r.text_b or "" for r in rows])):
+    length = len(a) + len(b) + (3 if ex.get("text_b") else 2)
+    if length > limit and not truncate:
+      raise _too_long(ex["where"], length, limit, "the task's max_seq_length")
+  arrays, _ = glue.featurize(rows, tok, limit, spec.labels is None)
+  logits = _run(tm, arrays, batch_size)["logits"]
+  if spec.labels is None:
+    return [{"score": float(x[0])} for x in logits]
+  out = []
+  for probs in _softmax(logits.astype(np.float64)):
+    best = int(probs.argmax())
+    out.append({"label": spec.labels[best], "label_index": best,
+                "probabilities": dict(zip(spec.labels, map(float, probs)))})
+  return out
+
+
+def answer(loaded: Loaded, examples: list[dict], batch_size: int = 32,
+           null_threshold: Optional[float] = None) -> list[dict]:
+  """SQuAD: the best answer span of each question (v2: "" when the null score wins)."""
+  tm = _task_model(loaded, "qa")
+  task = tm.task
+  rows = [squad.Example(str(i), ex["question"], ex["context"], "", -1, False, ())
+          for i, ex in enumerate(examples)]
+  arrays, metas, _ = squad.featurize(rows, loaded.tokenizer, task.max_seq_length,
+                                     task.doc_stride, task.max_query_length, False)
+  if not metas:  # no paragraph aligned with its pieces (the official MISMATCH): no window
+    return [{"answer": "", "has_answer": False, "nbest": []} for _ in rows]
+  outputs = _run(tm, arrays, batch_size)
+  if task.version == "1.1":  # (a question without a valid span gets the official "empty")
+    best, nbest = squad_postprocess.v1_predictions(rows, metas, outputs["start_logits"],
+                                                   outputs["end_logits"], task.n_best_size,
+                                                   task.max_answer_length)
+    return [{"answer": best[r.qas_id], "nbest": nbest[r.qas_id][:3]} for r in rows]
+  best, null, nbest = squad_postprocess.v2_predictions(rows, metas, outputs, task.n_best_size,
+                                                       task.max_answer_length)
+  if null_threshold is None:  # the threshold tuned on dev when the best checkpoint was kept
+    tuned = [v for k, v in loaded.best_metrics.items() if k.endswith("null_score_diff_threshold")]
+    null_threshold = float(tuned[0]) if tuned else 0.0
+  out = []
+  for r in rows:
+    has = null[r.qas_id] < null_threshold and bool(best[r.qas_id])
+    out.append({"answer": best[r.qas_id] if has else "", "has_answer": has,
+                "null_score": null[r.qas_id], "null_threshold": null_threshold,
+                "nbest": nbest[r.qas_id][:3]})
+  return out
+
+
+def tag(loaded: Loaded, examples: list[dict], batch_size: int = 32) -> list[dict]:
+  """Words -> one tag each (NER also: the entities under the CoNLL rules)."""
+  tm = _task_model(loaded, "tag")
+  task = tm.task
+  names = tagging.labels(task)
+  rows = [tagging.Example(str(i), tuple(ex["words"]), None) for i, ex in enumerate(examples)]
+  arrays, metas, _ = tagging.featurize(rows, loaded.tokenizer, task.max_seq_length,
+                                       task.doc_stride)
+  predicted = tagging.decode(rows, metas, _run(tm, arrays, batch_size)["logits"])
+  out = []
+  for row, pred in zip(rows, predicted):
+    tags = [names[p] for p in pred]
+    result: dict[str, Any] = {"words": list(row.words), "tags": tags}
+    if task.scoring == "entity":
+      result["entities"] = [{"type": kind, "start": s, "end": e,
+                             "text": " ".join(row.words[s:e + 1])}
+                            for kind, s, e in seqeval_metrics.get_entities(tags)]
+    out.append(result)
+  return out
+
+
+def choose(loaded: Loaded, examples: list[dict], batch_size: int = 32,
+           truncate: bool = False) -> list[dict]:
+  """RACE-style: article + question + 4 options -> the option letter and probabilities."""
+  tm = _task_model(loaded, "choice")
+  task = tm.task
+  tok, rows = loaded.tokenizer, []
+  for ex in examples:
+    article = {"article": ex["article"], "questions": [ex["question"]],
+               "options": [ex["options"]], "answers": ["A"]}  # the answer is not used
+    try:
+      rows += race.examples_from_article(article, "unknown", tok, ex["where"])
+    except ValueError as e:
+      raise InputError(str(e)) from None
+  for ex, row in zip(examples, rows):
+    context = len(tok.encode(row.context))
+    length = context + max(len(qa) for qa in tok.encode_batch(list(row.endings))) + 3
+    if length > task.max_seq_length and not truncate:
+      raise _too_long(ex["where"], length, task.max_seq_length, "the task's max_seq_length")
+  arrays, _ = race.featurize(rows, tok, task.max_seq_length, task.max_qa_length)
+  logits = _run(tm, arrays, batch_size)["logits"]
+  out = []
+  for ex, probs in zip(examples, _softmax(logits.astype(np.float64))):
+    best = int(probs.argmax())
+    out.append({"answer": "ABCD"[best], "option": ex["options"][best],
+                "probabilities": [float(p) for p in probs]})
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Input and output.
+# ----------------------------------------------------------------------------------------------
+
+_FIELDS = {"fill-mask": ("text",), "classify": ("text_a",), "qa": ("question", "context"),
+           "tag": (), "choice": ("article", "question", "options")}
+
+
+def parse_example(mode: str, line: str, where: str) -> dict:
+  """One input line (plain text or a JSON object) -> the mode's fields, validated."""
+  stripped = line.strip()
+  if stripped.startswith("{"):
+    try:
+      ex = json.loads(stripped)
+    except json.JSONDecodeError as e:
+      raise InputError(f"{where}: not a JSON object ({e})") from None
+  elif mode in ("qa", "choice"):
+    raise InputError(f"{where}: `{mode}` needs a JSON object with "
+                     f"{list(_FIELDS[mode])}, got plain text")
+  else:
+    ex = {"text" if mode in ("fill-mask", "tag") else "text_a": line}
+  if mode == "classify":
+    ex.setdefault("text_a", ex.get("text", ex.get("sentence1", "")))
+    ex.setdefault("text_b", ex.get("sentence2"))
+  if mode == "tag" and "words" not in ex:
+    ex["words"] = str(ex.get("text", "")).split()
+  if mode == "tag" and not all(isinstance(w, str) for w in ex["words"] or ()):
+    raise InputError(f"{where}: 'words' must be a list of strings")
+  for field in _FIELDS[mode] + (("words",) if mode == "tag" else ()):
+    value = ex.get(field)
+    if not value or (isinstance(value, str) and not value.strip()):
+      raise InputError(f"{where}: empty or missing {field!r}")
+  if mode == "choice" and (not isinstance(ex["options"], list) or len(ex["options"]) != 4):
+    raise InputError(f"{where}: 'options' must be a list of 4 options")
+  ex["where"] = where
+  return ex
+
+
+def read_inputs(texts: Sequence[str], input_file: str) -> list[tuple[str, str]]:
+  """(where, line) of every example: the arguments, else the file or stdin (blank lines skipped)."""
+  if texts:
+    return [(f"argument {i + 1}", t) for i, t in enumerate(texts)]
+  if input_file and input_file != "-":
+    if not fileio.isfile(input_file):
+      raise InputError(f"--input file {input_file!r} not found")
+    lines = fileio.read_text(input_file).splitlines()
+    name = input_file
+  elif input_file == "-" or not sys.stdin.isatty():
+    lines, name = sys.stdin.read().splitlines(), "stdin"
+  else:
+    raise InputError("no input: give texts as arguments, --input=FILE, or pipe lines to stdin")
+  out = [(f"{name}:{n + 1}", line) for n, line in enumerate(lines) if line.strip()]
+  if not out:
+    raise InputError(f"no examples in {name} (every line is empty)")
+  return out
+
+
+def format_text(mode: str, ex: dict, result: dict) -> list[str]:
+  """The plain-text lines of one result."""
+  if mode == "fill-mask":
+    ranked = lambda m: " | ".join(f"{c['word'] or c['piece']} {c['probability']:.3f}"
+                                  for c in m["candidates"])
+    return [ex["text"]] + [f"  [MASK] {m['mask']}: {ranked(m)}" for m in result["masks"]]
+  if mode == "classify":
+    if "score" in result:
+      return [f"{result['score']:.3f}"]
+    return [f"{result['label']}\t{result['probabilities'][result['label']]:.3f}"]
+  if mode == "qa":
+    return [result["answer"] if result["answer"] else "<no answer>"]
+  if mode == "tag":
+    return [" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"]))]
+  return [f"{result['answer']}\t{result['option']}"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m albert_jax.predict", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("mode", choices=sorted(MODES))
+  parser.add_argument("texts", nargs="*", help="examples (else --input or stdin)")
+  parser.add_argument("--checkpoint", required=True)
+  parser.add_argument("--input", default="", help="one example per line; - = stdin")
+  parser.add_argument("--output", default="", help="write here instead of stdout")
+  parser.add_argument("--format", choices=("text", "jsonl"), default="text")
+  parser.add_argument("--config", default="", help="FILE[:ARG] the checkpoint was trained with")
+  parser.add_argument("--set", action="append", default=[], help="config override field=value")
+  parser.add_argument("--spm_model", default="")
+  parser.add_argument("--albert_config", default="", help="albert_config.json (TF checkpoints)")
+  parser.add_argument("--cased", action="store_true", help="do not lower-case (cased models)")
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--top_k", type=int, default=5, help="fill-mask candidates per mask")
+  parser.add_argument("--max_seq_length", type=int, default=0, help="fill-mask length limit")
+  parser.add_argument("--truncate", action="store_true",
+                      help="classify/choice: cut long inputs as training does instead of failing")
+  parser.add_argument("--null_threshold", type=float, default=None,
+                      help="qa (SQuAD v2): override the dev-tuned no-answer threshold")
+  args = parser.parse_intermixed_args(argv)
+  if args.batch_size < 1 or args.top_k < 1:
+    parser.error("--batch_size and --top_k must be positive")
+  try:
+    examples = [parse_example(args.mode, line, where)
+                for where, line in read_inputs(args.texts, args.input)]
+    config = load_config_file(args.config, args.set) if args.config else None
+    loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
+                  albert_config=args.albert_config, do_lower_case=False if args.cased else None)
+    if args.mode == "fill-mask":
+      results = fill_mask(loaded, examples, args.top_k, args.batch_size, args.max_seq_length)
+    elif args.mode == "classify":
+      results = classify(loaded, examples, args.batch_size, args.truncate)
+    elif args.mode == "qa":
+      results = answer(loaded, examples, args.batch_size, args.null_threshold)
+    elif args.mode == "tag":
+      results = tag(loaded, examples, args.batch_size)
+    else:
+      results = choose(loaded, examples, args.batch_size, args.truncate)
+  except (InputError, tokenization.TokenizerError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+  try:
+    for ex, result in zip(examples, results):
+      if args.format == "jsonl":
+        record = {k: v for k, v in ex.items() if k != "where"}
+        out.write(json.dumps({"input": record, **result}, ensure_ascii=False) + "\n")
+      else:
+        out.writelines(line + "\n" for line in format_text(args.mode, ex, result))
+  finally:
+    if args.output:
+      out.close()
+  return 0
+
+
+def cli() -> None:
+  """The command line (also reached through the top-level module of the same name)."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,0 +1,551 @@
+"""Fine-tuning on GLUE, SQuAD v1.1/v2.0 and RACE with the official recipes, and sequence labelling
+(NER, POS); the same trainer, partitioning, optimizer and checkpoints as pretraining, with a task
+head and task data.
+
+    python -m albert_jax.finetune --config=configs/finetune_glue.py:task=mnli --workdir=DIR \
+        --config.init_from.path=CKPT --config.task.spm_model=30k-clean.model
+
+The job: warm-start the encoder (and the task head when the source has one that fits) from
+`init_from` (our checkpoint, a pretraining workdir, Hugging Face or official TF); train with the
+official AdamW and warmup + linear decay; every `training.eval_every_steps` evaluate every eval
+split with the task's official metrics and keep the best parameters by `task.selection_metric`
+(the official protocol: the best dev checkpoint of one run) in `DIR/best` (an albert_jax checkpoint,
+usable as `init_from.path`, e.g. MNLI -> RTE). The whole evaluation history is kept in
+`DIR/eval_history.json`. At the end the best parameters predict `task.predict_splits`.
+
+Outputs in DIR: `metrics.json` (best/final/per-split metrics, history, data counts, config),
+`metrics.jsonl` (every logged train/eval scalar, as in pretraining),
+`outputs/` (GLUE `<split>_predictions.tsv` and submission TSVs such as MNLI-m.tsv; SQuAD
+predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl;
+tagging <split>_predictions.conll), `best/task.json` (the task config, for albert_jax.predict),
+`checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache);
+see finetune_files.py. DIR and the task's input files may be local or in a bucket (gs://...).
+
+Multi-host: every process runs the same command (see albert_jax.train.distributed); each featurizes the
+data and feeds the rows of every global batch that its devices hold; process 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from albert_jax.train import checkpoints
+from albert_jax.train import distributed
+from albert_jax.train import finetune_files
+from albert_jax.train import metrics as metrics_lib
+from albert_jax.model import modeling
+from albert_jax.train import optim
+from albert_jax.train import partitioning
+from albert_jax.train import pretrain
+from albert_jax.train import step as trainer
+from albert_jax.train import warm_start
+from albert_jax import tasks as tasks_lib
+from albert_jax.data import tokenization
+from albert_jax.tasks import glue
+from albert_jax.tasks import tagging
+from albert_jax.model.config import ModelConfig
+
+# Architecture fields taken from the warm-start source when `model_from_init` (the recipe keeps
+# dropouts, dtypes and remat).
+ARCH_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+               "num_attention_heads", "intermediate_size", "num_hidden_groups", "inner_group_num",
+               "hidden_act", "max_position_embeddings", "type_vocab_size", "initializer_range",
+               "layer_norm_eps", "use_embedding_projection", "layer_sharing")
+_INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
+def task_label(task: ml_collections.ConfigDict) -> str:
+  """"mnli", "squad_v2.0", "race": the task's name in tables and metrics files."""
+  return {"glue": task.get("name"), "squad": f"squad_v{task.get('version')}",
+          "race": "race", "tagging": task.get("name")}.get(task.family, str(task.family))
+
+
+def _is_v2(task) -> bool:
+  return task.family == "squad" and task.version == "2.0"
+
+
+# ----------------------------------------------------------------------------------------------
+# Model, losses, predictions.
+# ----------------------------------------------------------------------------------------------
+
+
+def build_model(config: ml_collections.ConfigDict) -> tuple[nn.Module, str]:
+  """(task model, name of its head's parameter sub-tree)."""
+  task = config.task
+  tasks_lib.family_module(task.family)  # validates the family name
+  if task.family == "glue":
+    return modeling.AlbertForSequenceClassification(
+        config.model, num_labels=glue.num_labels(task.name)), "classifier"
+  if task.family == "race":
+    return modeling.AlbertForMultipleChoice(config.model), "classifier"
+  if task.family == "tagging":
+    return modeling.AlbertForTokenClassification(
+        config.model, num_labels=tagging.num_labels(task)), "classifier"
+  if task.version == "1.1":
+    return modeling.AlbertForQuestionAnswering(config.model), "qa_outputs"
+  if task.version == "2.0":
+    return modeling.AlbertForQuestionAnsweringV2(config.model, task.start_n_top,
+                                                 task.end_n_top), "squad"
+  raise ValueError(f"config field 'task.version'={task.version!r}: allowed 1.1, 2.0")
+
+
+def _nll(logits, labels):
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trainer.Objective:
+  """Official task losses: softmax CE (GLUE, RACE), squared error (STS-B), mean start/end CE
+  (SQuAD v1), and (start + end)/2 + 0.5 * answerability sigmoid CE (SQuAD v2)."""
+  task = config.task
+  regression = task.family == "glue" and glue.num_labels(task.name) == 1
+
+  def forward(params, batch, rng, deterministic):
+    rngs = {} if rng is None else {"dropout": rng}
+    extra = {}
+    if _is_v2(task):
+      extra = dict(p_mask=batch["p_mask"], start_positions=batch["start_positions"])
+    return model.apply({"params": params}, *(batch[k] for k in _INPUTS),
+                       deterministic=deterministic, rngs=rngs, **extra)
+
+  def per_example(outputs, batch):
+    if task.family == "squad":
+      if _is_v2(task):
+        start = -jnp.take_along_axis(outputs["start_log_probs"],
+                                     batch["start_positions"][:, None], axis=-1)[:, 0]
+        end = -jnp.take_along_axis(outputs["end_log_probs"],
+                                   batch["end_positions"][:, None], axis=-1)[:, 0]
+        cls = optax.sigmoid_binary_cross_entropy(outputs["cls_logits"],
+                                                batch["is_impossible"].astype(jnp.float32))
+        return (start + end) / 2 + 0.5 * cls, None
+      return (_nll(outputs["start_logits"], batch["start_positions"])
+              + _nll(outputs["end_logits"], batch["end_positions"])) / 2, None
+    logits = outputs["logits"]
+    if regression:
+      return jnp.square(logits[:, 0] - batch["label"]), None
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return _nll(logits, batch["label"]), correct
+
+  def normalizers(batch):
+    return {"count": jnp.float32(batch["input_ids"].shape[0])}
+
+  def loss_and_sums(outputs, batch, norm):
+    losses, correct = per_example(outputs, batch)
+    sums = {"task_loss_sum": jnp.sum(losses), "count": jnp.float32(losses.shape[0])}
+    if correct is not None:
+      sums["correct_sum"] = jnp.sum(correct)
+    return sums["task_loss_sum"] / norm["count"], sums
+
+  def metrics(sums):
+    out = {"task_loss": sums["task_loss_sum"] / sums["count"]}
+    if "correct_sum" in sums:
+      out["accuracy"] = sums["correct_sum"] / sums["count"]
+    return out
+
+  if task.family == "tagging":  # per-token CE, "count" = labelled first pieces of the batch
+    return trainer.Objective(forward=forward, normalizers=_token_normalizers,
+                             loss_and_sums=_token_loss_and_sums, metrics=metrics)
+  return trainer.Objective(forward=forward, normalizers=normalizers,
+                           loss_and_sums=loss_and_sums, metrics=metrics)
+
+
+def _token_normalizers(batch):
+  # At least 1: a batch of only unlabelled positions has loss 0, not NaN.
+  return {"count": jnp.maximum(jnp.sum(batch["label"] >= 0), 1).astype(jnp.float32)}
+
+
+def _token_loss_and_sums(outputs, batch, norm):
+  """Sequence labelling: softmax CE on the positions with a label (>= 0; -1 = ignored)."""
+  labels = batch["label"]
+  weights = (labels >= 0).astype(jnp.float32)
+  safe = jnp.maximum(labels, 0)
+  log_probs = jax.nn.log_softmax(outputs["logits"].astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(outputs["logits"], -1) == safe).astype(jnp.float32)
+  sums = {"task_loss_sum": jnp.sum(nll * weights), "count": jnp.sum(weights),
+          "correct_sum": jnp.sum(correct * weights)}
+  return sums["task_loss_sum"] / norm["count"], sums
+
+
+def output_keys(task) -> tuple[str, ...]:
+  if task.family == "squad":
+    if _is_v2(task):
+      return ("start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index",
+              "cls_logits")
+    return ("start_logits", "end_logits")
+  return ("logits",)
+
+
+def input_keys(task) -> tuple[str, ...]:
+  return _INPUTS + (("p_mask",) if _is_v2(task) else ())
+
+
+def make_predict(config: ml_collections.ConfigDict, model: nn.Module):
+  """(params, batch) -> the outputs decoding needs, plus the batch's `row` ids."""
+  task = config.task
+  keys = output_keys(task)
+
+  def predict(params, batch):
+    extra = {"p_mask": batch["p_mask"]} if _is_v2(task) else {}
+    out = model.apply({"params": params}, *(batch[k] for k in _INPUTS), deterministic=True,
+                      **extra)
+    return dict({k: out[k] for k in keys}, row=batch["row"])
+
+  return predict
+
+
+# ----------------------------------------------------------------------------------------------
+# Job.
+# ----------------------------------------------------------------------------------------------
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Shapes (without the batch axis) and dtypes of a training batch."""
+  task, t = config.task, config.task.max_seq_length
+  seq = (4, t) if task.family == "race" else (t,)
+  spec = {k: (seq, jnp.int32) for k in _INPUTS}
+  if task.family == "squad":
+    spec.update({"p_mask": (seq, jnp.int32), "start_positions": ((), jnp.int32),
+                 "end_positions": ((), jnp.int32), "is_impossible": ((), jnp.int32)})
+  elif task.family == "tagging":
+    spec["label"] = (seq, jnp.int32)  # per piece; -1 = not scored
+  else:
+    regression = task.family == "glue" and glue.num_labels(task.name) == 1
+    spec["label"] = ((), jnp.float32 if regression else jnp.int32)
+  return spec
+
+
+@dataclasses.dataclass
+class FinetuneJob(pretrain.Job):
+  """pretrain.Job for a task model: same train step, task-shaped batches."""
+
+  model: Any = None
+  head: str = ""
+
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    sharding = partitioning.batch_sharding(self.mesh)
+    b = self.config.training.global_batch_size
+    return {k: jax.ShapeDtypeStruct((b,) + shape, dtype, sharding=sharding)
+            for k, (shape, dtype) in batch_spec(self.config).items()}
+
+
+def build_job(config: ml_collections.ConfigDict,
+              devices: Optional[Sequence[Any]] = None) -> FinetuneJob:
+  t = config.training
+  mesh = partitioning.create_mesh(config.partitioning.mesh, devices)
+  model, head = build_model(config)
+  shape = (1, 4, config.task.max_seq_length) if config.task.family == "race" else (
+      1, config.task.max_seq_length)
+  init_ids = jnp.zeros(shape, jnp.int32)
+  init_params = lambda rng: model.init(rng, init_ids)["params"]
+  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  tx = optim.make_optimizer(config.optimizer, total_steps=t.total_steps,
+                            stacked_axes=optim.stacked_axes_from_params(boxed))
+  return FinetuneJob(config=config, model_config=ModelConfig.from_any(config.model), mesh=mesh,
+                     rules=config.partitioning.rules, objective=build_objective(config, model),
+                     init_params=init_params, tx=tx,
+                     learning_rate_fn=optim.make_schedule(config.optimizer, t.total_steps),
+                     rng=jax.random.PRNGKey(config.seed), model=model, head=head)
+
+
+def resolve_model_config(config: ml_collections.ConfigDict,
+                         source_cfg: Optional[ModelConfig]) -> ml_collections.ConfigDict:
+  """A copy of `config` whose architecture comes from the warm-start source (`model_from_init`)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if source_cfg is not None and config.model_from_init:
+    for field in ARCH_FIELDS:
+      config.model[field] = getattr(source_cfg, field)
+  return config
+
+
+# Evaluation metrics where lower is better; the best evaluation is kept by the highest value.
+_LOWER_IS_BETTER = ("mse", "task_loss")
+
+
+def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -> None:
+  """Fails before any compilation on settings that cannot work, naming the field."""
+  t, task = config.training, config.task
+  trainer.check_loop_fields(t)
+  dp = partitioning.data_parallel_size(partitioning.create_mesh(config.partitioning.mesh))
+  for field in ("global_batch_size", "eval_batch_size"):
+    size = t[field]
+    if size % dp or size % num_processes:
+      raise ValueError(f"config field 'training.{field}'={size} must be divisible by the "
+                       f"data-parallel size {dp} and the number of processes {num_processes}")
+  if t.global_batch_size % t.microbatches or (t.global_batch_size // t.microbatches) % dp:
+    raise ValueError(f"config field 'training.microbatches'={t.microbatches}: each microbatch of "
+                     f"a {t.global_batch_size} batch must split over {dp} data-parallel devices")
+  if task.max_seq_length > config.model.max_position_embeddings:
+    raise ValueError(f"config field 'task.max_seq_length'={task.max_seq_length} exceeds "
+                     f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
+  if tokenizer.vocab_size != config.model.vocab_size:
+    source = (f"the checkpoint {config.init_from.path!r}" if config.init_from.path
+              else "config field 'model.vocab_size'")
+    raise ValueError(
+        f"vocabulary mismatch: the tokenizer (config field 'task.spm_model'="
+        f"{task.spm_model!r}) has {tokenizer.vocab_size} pieces but {source} has vocab_size "
+        f"{config.model.vocab_size}; fine-tune with the SentencePiece model the checkpoint was "
+        "pretrained with")
+  evals = tasks_lib.split_list(task.eval_splits)
+  split, _, metric = task.selection_metric.partition("/")
+  if split not in evals:
+    raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r} must be "
+                     f"'<eval split>/<metric>' with the split one of task.eval_splits={evals}")
+  if metric in _LOWER_IS_BETTER:
+    raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r}: the best "
+                     "evaluation is the one with the highest value, and lower is better for "
+                     f"{metric!r}; select by a score (e.g. pearson, accuracy, f1)")
+
+
+def check_selection_metric(task: ml_collections.ConfigDict, evals: list[tasks_lib.Split]) -> None:
+  """Fails before training when the selection split will not report `task.selection_metric`."""
+  split_name, _, metric = task.selection_metric.partition("/")
+  split = next(s for s in evals if s.name == split_name)
+  names = tasks_lib.family_module(task.family).metric_names(task, split)
+  if metric not in names:
+    reported = (f"it reports {sorted(names)}" if names else "it has no labels, so no metrics")
+    raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r}: the "
+                     f"{split_name!r} split has no metric {metric!r}; {reported}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data, evaluation, parameters.
+# ----------------------------------------------------------------------------------------------
+
+
+def predict_split(predict_fn, params, split: tasks_lib.Split, config, mesh, rules
+                  ) -> dict[str, np.ndarray]:
+  """Model outputs for every row of `split`, in row order (padding rows dropped)."""
+  keys = input_keys(config.task)
+  arrays = {k: split.arrays[k] for k in keys}
+  size = config.training.eval_batch_size
+  chunks: dict[str, list] = {}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
+    for host_batch in tasks_lib.eval_batches(arrays, size, partitioning.host_rows(mesh, size)):
+      out = predict_fn(params, partitioning.global_batch(host_batch, mesh))
+      for k, v in out.items():  # replicated outputs: every host holds all of them
+        chunks.setdefault(k, []).append(np.asarray(v.addressable_data(0)))
+  out = {k: np.concatenate(v) for k, v in chunks.items()}
+  rows = out.pop("row")
+  keep = rows >= 0
+  order = np.argsort(rows[keep])
+  return {k: v[keep][order] for k, v in out.items()}
+
+
+def evaluate(config, predict_fn, params, splits, mesh, rules) -> tuple[dict[str, float], dict]:
+  """({"<split>/<metric>": value}, {split: predictions}) over `splits`."""
+  module = tasks_lib.family_module(config.task.family)
+  metrics, predictions = {}, {}
+  for split in splits:
+    outputs = predict_split(predict_fn, params, split, config, mesh, rules)
+    split_metrics, predictions[split.name] = module.evaluate(config.task, split, outputs)
+    metrics.update({f"{split.name}/{k}": float(v) for k, v in split_metrics.items()})
+  return metrics, predictions
+
+
+def warm_params(source: dict, target: Any, init_from, head: str) -> tuple[dict, str]:
+  """(params, "source"|"fresh"): the encoder from `source` (strict), the head when it fits."""
+  if "albert" not in source:
+    raise ValueError(f"config field 'init_from.path'={init_from.path!r}: the source has no "
+                     f"'albert' encoder parameters (top-level keys: {sorted(source)})")
+  try:
+    source_vocab = np.shape(source["albert"]["embeddings"]["word_embeddings"]["embedding"])[0]
+  except (KeyError, TypeError):
+    source_vocab = None
+  target_vocab = target["albert"]["embeddings"]["word_embeddings"]["embedding"].shape[0]
+  if source_vocab is not None and source_vocab != target_vocab:
+    raise ValueError(f"vocabulary mismatch: the checkpoint {init_from.path!r} has "
+                     f"{source_vocab} word embeddings but the tokenizer (config field "
+                     f"'task.spm_model') has {target_vocab} pieces")
+  params = dict(target)
+  params["albert"] = warm_start.fit_params(source["albert"], target["albert"], init_from.group0)
+  head_from = "fresh"
+  if head in source:
+    try:
+      params[head] = warm_start.fit_params(source[head], target[head], False)
+      head_from = "source"
+    except ValueError as e:
+      logging.warning("task head %r of the source does not fit this task; initialized fresh "
+                      "(%s)", head, e)
+  return params, head_from
+
+
+# ----------------------------------------------------------------------------------------------
+# The run.
+# ----------------------------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) fine-tuning in `workdir` (local or gs://); returns metrics.json's contents.
+
+  On several processes every process runs this with the same config and workdir.
+  """
+  distributed.maybe_initialize(config.multihost)
+  files = finetune_files.RunFiles(workdir)
+  workdir = files.workdir
+  is_chief = files.is_chief
+  if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
+                                                      workdir)
+  source_cfg, source = None, None
+  if config.init_from.path:
+    source_cfg, source = warm_start.read_source(config.init_from)
+  config = resolve_model_config(config, source_cfg)
+  task, t = config.task, config.training
+  tokenizer = tokenization.SentencePieceTokenizer(task.spm_model,
+                                                  do_lower_case=task.do_lower_case)
+  validate(config, tokenizer, jax.process_count())
+  # Every process featurizes (deterministically) what is not cached; only process 0 stores it.
+  load = lambda split, is_training: tasks_lib.load_split(task, tokenizer, split, is_training,
+                                                         files.features_dir, is_chief)
+  train = load(task.train_split, True)
+  evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
+  check_selection_metric(task, evals)
+  # Test splits are read now so that a missing or malformed file fails before training.
+  tests = [load(s, False) for s in tasks_lib.split_list(task.predict_splits)]
+
+  job = build_job(config)
+  mesh, rules = job.mesh, job.rules
+  state, shardings = job.create_state()
+  every = t.checkpoint_every_steps or t.eval_every_steps
+  ckpt = checkpoints.Checkpointer(workdir, every, t.keep_checkpoints)
+  history, head_from = [], "fresh"
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    step, state, _ = restored
+    state = jax.device_put(state, shardings)
+    history, head_from = files.read_history(step, head_from)
+    logging.info("resumed from step %d", step)
+  else:
+    step = 0
+    if source is not None:
+      params, head_from = warm_params(source, state.params, config.init_from, job.head)
+      state = state.replace(params=jax.device_put(params, shardings.params))
+  source = None  # the host copy of the source is no longer needed
+
+  # Each process passes the rows of the global batch that its devices hold.
+  train_rows = partitioning.host_rows(mesh, t.global_batch_size)
+  batch_of = lambda s: partitioning.global_batch(tasks_lib.train_batch(
+      train.arrays, s, t.global_batch_size, config.seed, train_rows), mesh)
+  train_step = None  # compiled on the first step (a finished run that is resumed needs none)
+  predict_fn = jax.jit(make_predict(config, job.model),
+                       in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
+                       out_shardings=partitioning.replicated(mesh))
+  writer = metrics_lib.Writer(files.tensorboard_dir, files.jsonl_path, resumed_at=step)
+  metric = task.selection_metric
+  score = lambda h: h["metrics"][metric]
+  best = max(history, key=score) if history else None
+  module = tasks_lib.family_module(task.family)
+
+  def evaluate_and_keep(at_step: int) -> None:
+    nonlocal best
+    values, predictions = evaluate(config, predict_fn, state.params, evals, mesh, rules)
+    history.append({"step": at_step, "metrics": values})
+    files.write_history(metric, head_from, history)
+    writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})
+    if is_chief:
+      print(f"eval at step {at_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
+            flush=True)
+    if best is None or values[metric] > score(best):
+      best = history[-1]
+      files.save_best(config, state.params, best)
+      for split in evals:
+        files.write_outputs(module.write_outputs, task, split, predictions[split.name])
+
+  guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
+  with pretrain.StopSignal() as stop:
+    try:
+      while step < t.total_steps:
+        batch = batch_of(step)
+        if train_step is None:
+          train_step = trainer.compile_step(job.jitted_train_step(shardings), mesh, rules, state,
+                                            batch, job.rng)
+        state, step_metrics = train_step(state, batch, job.rng)
+        step += 1
+        guard.after_step(step_metrics, step)
+        if step % t.log_every_steps == 0 or step == t.total_steps:
+          values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+          writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
+          if is_chief:
+            print(metrics_lib.format_line(step, t.total_steps, values), flush=True)
+        evaluating = step % t.eval_every_steps == 0 or step == t.total_steps
+        if evaluating:
+          evaluate_and_keep(step)
+        stopping = stop.should_stop(step)
+        if evaluating or ckpt.should_save(step) or stopping:
+          guard.check(step_metrics, step)  # never save a state that should stop the run
+          ckpt.save(step, state, force=True)
+        if stopping:
+          logging.warning("stopped by signal at step %d; checkpoint saved", step)
+          return {"step": step, "stopped": True}
+    finally:
+      ckpt.close()
+      writer.close()
+
+  if best is None:  # resumed after the last step: nothing was evaluated in this process
+    evaluate_and_keep(step)
+  params = files.restore_best(state.params, shardings.params)
+  predicted = {}
+  for split in tests:
+    values, predictions = evaluate(config, predict_fn, params, [split], mesh, rules)
+    predicted[split.name] = values
+    files.write_outputs(module.write_outputs, task, split, predictions[split.name])
+  result = {
+      "task": task_label(task), "family": task.family, "model": config.model_name,
+      "init_from": config.init_from.path, "head_init": head_from, "workdir": workdir,
+      "metric": metric, "best": {"step": best["step"], "value": score(best),
+                                 "metrics": best["metrics"]},
+      "final": history[-1], "predict": predicted, "history": history,
+      "outputs": files.list_outputs(),
+      "data": {"train": train.stats, **{s.name: s.stats for s in evals + tests}},
+      "config": json.loads(config.to_json_best_effort()),
+  }
+  files.write_metrics(result)
+  if is_chief:
+    print(f"best {metric} {score(best):.4f} at step {best['step']}; metrics: "
+          f"{files.metrics_path}", flush=True)
+  return result
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  result = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  if "best" in result:
+    print("outputs:\n  " + "\n  ".join(result["outputs"]))
+
+
+def define_flags() -> None:
+  """--config and --workdir (defined only when run as a program: albert_jax.main has its own)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "e.g. configs/finetune_glue.py:task=mnli",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "checkpoints, outputs and metrics go here")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def cli() -> None:
+  """The command line (also reached through the top-level module of the same name)."""
+  from absl import app as _app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  _app.run(main)
+
+
+if __name__ == "__main__":
+  cli()
