@@ -3,8 +3,9 @@
 Arguments: size = base | large | xlarge | xxlarge | bert_base | bert_large | tiny;
 version = 1 | 2 (dropout of the presets); runlocal = shrink everything so the config runs on a
 laptop on the bundled corpus (data created in the workdir) in a few minutes.
-Defaults are the paper's settings (reference §4.5): batch 4096, LAMB, lr 0.00176, 3125 warmup steps,
-linear decay to 0 at 125k steps, sequences of 512 with 20 predictions, SOP.
+Defaults are the paper's settings (arXiv:1909.11942 §4.1; the warmup from the official README):
+batch 4096, LAMB, lr 0.00176, 3125 warmup steps, linear decay to 0 at 125k steps, sequences of 512
+with 20 predictions, SOP.
 """
 
 import os

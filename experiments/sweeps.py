@@ -1,7 +1,7 @@
 """The paper's ablations as sweeps: each sweep is a list of named runs of configs/pretrain.py.
 
 A run is a preset (`size`, `version`) plus dotted config overrides, with the paper's row beside it
-(reference albert_official.md §6; SQuAD as "F1/EM", dev sets). `run_config(run, runlocal=...)`
+(Lan et al. 2019, arXiv:1909.11942; SQuAD as "F1/EM", dev sets). `run_config(run, runlocal=...)`
 turns a run into the pretraining ConfigDict; at runlocal size the model is shrunk to the tiny
 preset while keeping what the sweep varies (sharing, E relative to H, depth, width, the
 inter-sentence loss, dropout), so a whole sweep can be rehearsed on a laptop.

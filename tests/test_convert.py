@@ -24,7 +24,7 @@ SMALL = dict(num_hidden_groups=2, inner_group_num=2, embedding_size=8, hidden_si
 
 
 def official_names(groups, inner, with_projection):
-  """Variable names of an official pretraining checkpoint (albert_official.md §1.5), written out
+  """Variable names of an official pretraining checkpoint (google-research/albert), written out
   independently of albert_jax.interop.names."""
   out = ["bert/embeddings/word_embeddings", "bert/embeddings/token_type_embeddings",
          "bert/embeddings/position_embeddings", "bert/embeddings/LayerNorm/gamma",
@@ -51,7 +51,7 @@ def official_names(groups, inner, with_projection):
 
 
 def hf_rename(name):
-  """hf_albert.md §4.2: load_tf_weights_in_albert's rules -> (HF key, transpose?)."""
+  """transformers' load_tf_weights_in_albert (modeling_albert.py) rules -> (HF key, transpose?)."""
   for old, new in [("module/", ""), ("ffn_1", "ffn"), ("bert/", "albert/"),
                    ("attention_1", "attention"), ("transform/", ""),
                    ("LayerNorm_1", "full_layer_layer_norm"), ("LayerNorm", "attention/LayerNorm"),

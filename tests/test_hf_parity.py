@@ -278,7 +278,7 @@ def test_config_defaults_are_the_sources_own():
   for field in convert._COMMON_FIELDS + ("layer_norm_eps", "classifier_dropout_prob"):
     assert getattr(ours, field) == getattr(ref, field), field
   assert ref.hidden_act == "gelu_new" and ours.hidden_act == "gelu"  # the same tanh GELU
-  # The official AlbertConfig (albert_official.md §1.1, written out here): xxlarge, "gelu" (tanh).
+  # The official AlbertConfig (google-research/albert modeling.py, written out): xxlarge, "gelu".
   official = convert.config_from_official({"vocab_size": 40})
   assert dict(vocab_size=40, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
               num_hidden_groups=1, num_attention_heads=64, intermediate_size=16384,

@@ -19,8 +19,8 @@ EXCLUDE = ("LayerNorm", "layer_norm", "bias")
 
 # ------------------------------------------------------------------------------------------------
 # The reference: google-research/albert lamb_optimizer.LAMBOptimizer.apply_gradients and
-# optimization.AdamWeightDecayOptimizer.apply_gradients (albert_official.md §4.1, §4.2), one
-# official variable at a time, in float64; and optimization.create_optimizer's schedule (§4.3).
+# optimization.AdamWeightDecayOptimizer.apply_gradients (google-research/albert), one
+# official variable at a time, in float64; and optimization.create_optimizer's schedule.
 # ------------------------------------------------------------------------------------------------
 
 def official_apply(name, param, grad, m, v, lr, use_lamb, weight_decay_rate=0.01, beta_1=0.9,

@@ -8,7 +8,7 @@ import pytest
 from albert_jax.model import param_count
 from albert_jax.model.config import PAPER_PARAMS, preset
 
-# Counts from the official variable shapes (albert_official.md §1.6 / hf_albert.md §2.3).
+# Counts from the official variable shapes (google-research/albert modeling.py; HF modeling_albert).
 EXPECTED = {"albert_base": (11_683_584, 11_813_810), "albert_large": (17_683_968, 17_847_474),
             "albert_xlarge": (58_724_864, 59_021_490),
             "albert_xxlarge": (222_595_584, 223_158_450), "bert_large": (334_607_360, None),

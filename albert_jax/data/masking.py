@@ -4,7 +4,7 @@ One function serves both static masking (create_pretraining_data, masks written 
 dynamic masking (pipeline.py, masks drawn at read time from token-only records), so the two modes
 have the same statistics by construction.
 
-Algorithm (reference albert_official.md §3.4), on the real (unpadded) tokens `[CLS] A [SEP] B [SEP]`:
+Algorithm (google-research/albert `create_pretraining_data.py`), on the real (unpadded) tokens:
   1. Word units: skip [CLS]/[SEP]; with whole-word masking a non-start piece joins the previous unit
      (a unit may even span a [SEP], exactly as in the official code).
   2. num_to_predict = min(max_predictions_per_seq, max(1, round(len(tokens) * masked_lm_prob))).

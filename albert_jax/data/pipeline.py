@@ -10,7 +10,7 @@
 Training (`train_dataset`): each host reads a disjoint subset of the files (files[i::n]); per epoch the
 host's files are put in a seeded order (stateless in (seed, epoch)) and read with a deterministic
 interleave; records pass a seeded shuffle buffer, are batched (drop_remainder) and parsed. The same
-seed gives the same batches. The official reader (reference §4.6) uses a 100-record buffer because
+seed gives the same batches. The official reader (run_pretraining.py) uses a 100-record buffer because
 its data were shuffled globally at creation; ours are shuffled within a work unit only, hence the
 larger default buffer and the interleave of several files.
 

@@ -1,6 +1,6 @@
 """ALBERT pretraining instances: documents -> `[CLS] A [SEP] B [SEP]` with an SOP (or NSP) label.
 
-This is the official `create_instances_from_document` (reference albert_official.md §3.3) on
+This is the official `create_instances_from_document` (google-research/albert, same file name) on
 documents held as one flat id array plus sentence offsets, so segments are array slices:
   * target length = max_seq_length - 3, or with probability short_seq_prob a uniform draw in
     [2, max_seq_length - 3] (once per document and pass);

@@ -7,7 +7,7 @@ directly with NumPy (varints for int64, little-endian float32) and frame it as T
 masked CRC32C of the length, data, masked CRC32C of the data). tests/test_pretraining_data.py checks
 that TensorFlow parses these bytes to the same values and that TF-written records read back here.
 
-Feature names/dtypes (reference albert_official.md §3.5): every field zero-padded to a fixed length.
+Feature names/dtypes (official create_pretraining_data.py): every field zero-padded to a fixed length.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """SentencePiece tokenization with the official ALBERT preprocessing, and a vocabulary trainer.
 
-Text -> ids follows the official ALBERT pipeline (reference albert_official.md §3.2, hf_albert.md §5
-row 13): collapse whitespace, turn the LaTeX-style quotes `` and '' into ", NFKD-normalize and drop
-combining marks (unless `keep_accents`), lower-case (if `do_lower_case`), SentencePiece-encode, then
+Text -> ids follows the official ALBERT pipeline (google-research/albert `tokenization.py`, and HF's
+`tokenization_albert.py`): collapse whitespace, turn the LaTeX-style quotes `` and '' into " (as HF
+and XLNet do; not the official code), NFKD-normalize and drop combining marks (unless `keep_accents`),
+lower-case (if `do_lower_case`), SentencePiece-encode, then
 re-split pieces such as "1990," into "1990" + "," (the official "digit + comma" fix).
 
 Intended differences, each documented and tested in tests/test_tokenization.py:
@@ -37,7 +38,7 @@ import sentencepiece as spm
 SPIECE_UNDERLINE = "\u2581"
 PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
 
-# The official vocabulary command (albert README; reference §3.2). Vocabulary size, input size and
+# The official vocabulary command (google-research/albert README.md). Vocabulary size, input size,
 # coverage stay configurable; the special-symbol layout is what fixes the ids above.
 OFFICIAL_TRAINER_FLAGS = {
     "pad_id": 0,

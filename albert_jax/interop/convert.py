@@ -72,7 +72,7 @@ _HF_DEFAULTS = dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_
                     attention_probs_dropout_prob=0.0, max_position_embeddings=512,
                     type_vocab_size=2, initializer_range=0.02, layer_norm_eps=1e-12,
                     classifier_dropout_prob=0.1)
-# The official AlbertConfig's constructor defaults (albert_official.md §1.1, also xxlarge);
+# The official AlbertConfig's constructor defaults (google-research/albert `modeling.py`: xxlarge);
 # vocab_size has none. It has no layer_norm_eps field: its layer_norm uses TF's 1e-12, which is
 # ModelConfig's default, and its classifier dropout is the hard-coded 0.1, also ours.
 _OFFICIAL_DEFAULTS = dict(embedding_size=128, hidden_size=4096, num_hidden_layers=12,

@@ -1,8 +1,8 @@
 """Name tables between our parameter tree, Hugging Face state-dict keys and official TF1 variables.
 
-Everything is expressed against Hugging Face keys (hf_albert.md §2.3) as the hub between formats:
+Everything is expressed against Hugging Face keys (transformers' `modeling_albert.py`) as the hub:
 an official TF1 variable maps to one HF key (the mapping `load_tf_weights_in_albert` implements,
-hf_albert.md §4.2), and an HF key maps to one slice of one leaf of our tree. An HF "unique layer" is
+`modeling_albert.py`), and an HF key maps to one slice of one leaf of our tree. An HF "unique layer" is
 (group g, inner layer n); in our tree it is a slice of a leaf stacked on the `groups` axis (and on the
 `layers` axis when layers are not shared), see `layer_slice`.
 """

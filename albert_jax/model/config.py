@@ -188,7 +188,7 @@ def _validate(c: ModelConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Presets: the paper's Table 1 shapes (reference albert_official.md §1.2) and the BERT baselines.
+# Presets: the paper's Table 1 shapes (arXiv:1909.11942; FFN, heads as released) and BERT baselines.
 # ----------------------------------------------------------------------------------------------
 
 _SHAPES = {  # size: (L, H, heads)
@@ -213,7 +213,7 @@ def preset(name: str, version: int = 2) -> ml_collections.ConfigDict:
   Args:
     name: one of PRESETS ("albert_base" .. "albert_xxlarge", "bert_base", "bert_large", "tiny").
     version: ALBERT release, 1 or 2. It only changes dropout: v1 uses 0.1 except xxlarge (0);
-      v2 uses no dropout anywhere (reference §1.2). BERT baselines always use 0.1.
+      v2 uses no dropout anywhere (google-research/albert README.md). BERT baselines use 0.1.
   """
   if version not in (1, 2):
     raise ValueError(f"model version must be 1 or 2, got {version!r}")

@@ -86,7 +86,7 @@ def _masked_log_softmax(logits: Array, p_mask: Array) -> Array:
 
 
 class SquadV2Head(nn.Module):
-  """The official SQuAD v2.0 head (XLNet-style), reference albert_official.md §5.4.
+  """The official SQuAD v2.0 head (XLNet-style): google-research/albert `squad_utils.py` (v2 model).
 
   Training (start_positions given): teacher-forced end logits conditioned on the gold start;
   returns start_log_probs [B,T], end_log_probs [B,T] and cls_logits [B].

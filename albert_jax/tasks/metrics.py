@@ -7,7 +7,7 @@
 - SQuAD v2.0: the official v2.0 script (no-answer gold = [""], F1 of empty strings, the
   `na_prob_thresh` rule, HasAns/NoAns breakdown, `find_best_thresh`) and the ALBERT protocol on top
   (`squad_v2_albert_eval`): pick the threshold on the null score that maximizes dev F1, predict ""
-  where the null score reaches it, and score again (reference albert_official.md §5.4).
+  where the null score reaches it, and score again (google-research/albert `run_squad_v2.py`).
 - RACE: accuracy over middle, high and all questions.
 
 All scores are returned as plain floats; SQuAD scores are percentages like the official scripts.

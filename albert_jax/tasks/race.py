@@ -1,5 +1,5 @@
 """RACE: readers (the official RACE folder or tfds `race/middle|high`) and the official
-featurization (`race_utils.py`, reference albert_official.md §5.5).
+featurization (google-research/albert `race_utils.py`, `run_race.py`).
 
 Each question becomes 4 inputs, one per option: qa = question with every "_" replaced by the
 option if the question has a "_", else question + " " + option (texts normalized first, as the

@@ -1,5 +1,5 @@
 """SQuAD v1.1 / v2.0: readers (official JSON or tfds `squad/v1.1|v2.0`) and the official ALBERT
-featurization (`squad_utils.convert_examples_to_features`, reference albert_official.md §5.3-5.4).
+featurization (google-research/albert `squad_utils.convert_examples_to_features`).
 
 - The question keeps its first `max_query_length` pieces; the paragraph is cut into windows of
   max_seq_length - |q| - 3 pieces starting every `doc_stride` pieces:

@@ -1,5 +1,5 @@
 """SQuAD n-best decoding as the official ALBERT code (`squad_utils.accumulate_predictions_v1/v2`,
-`write_predictions_v1/v2`; reference albert_official.md §5.3-5.4), for one prediction pass.
+`write_predictions_v1/v2` in google-research/albert `squad_utils.py`), for one prediction pass.
 
 v1: per window, the top `n_best_size` start and end positions over the whole sequence; spans are
 kept when both ends lie in the window's paragraph pieces, the start piece has its max context in

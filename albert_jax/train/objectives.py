@@ -1,4 +1,4 @@
-"""Pretraining losses and metrics with the official semantics (albert_official.md §2).
+"""Pretraining losses and metrics as google-research/albert `run_pretraining.py` computes them.
 
 - MLM: per prediction nll = -log softmax(logits)[label]; loss = sum(w * nll) / (sum(w) + 1e-5) with
   w = masked_lm_weights (1 real, 0 padding), over the P gathered predictions of every sequence.

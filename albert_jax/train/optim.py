@@ -1,7 +1,7 @@
 """LAMB and AdamW with the official ALBERT semantics, the official LR schedule, and a builder.
 
-Reference: albert_official.md §4.1-§4.4 (google-research/albert `lamb_optimizer.py`,
-`optimization.py`). Both optimizers differ from optax's stock ones on purpose:
+Reference: google-research/albert `lamb_optimizer.py` (LAMB) and `optimization.py` (AdamW, the
+schedule). Both optimizers differ from optax's stock ones on purpose:
 
 - no Adam bias correction: m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g^2, u = m / (sqrt(v) + eps);
 - decoupled weight decay added to the update, u += wd * w, except for excluded names;
@@ -218,7 +218,7 @@ def adamw(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.
 
 def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int, power: float = 1.0,
                            start_warmup_step: int = 0) -> optax.Schedule:
-  """Official warmup + polynomial decay (albert_official.md §4.3).
+  """Official warmup + polynomial decay (google-research/albert `optimization.create_optimizer`).
 
   lr(t) = peak * (t - s) / W               if warmup_steps W > 0 and t - s < W
         = peak * (1 - min(t, T) / T)^power  otherwise (TF polynomial_decay to 0, from t = 0)
