@@ -1,7 +1,7 @@
 """The docs hold: README.md's and docs/*.md's Python examples run as written (on tiny local
 checkpoints instead of downloads), each by a test here; relative links point to existing files (and
 headings); every `python -m albert_jax...` names a module that exists; the README's module map lists
-every module of the package."""
+every module of the package; citations name public sources."""
 
 import glob
 import json
@@ -164,3 +164,15 @@ def test_module_map_lists_every_module():
     if rel not in listed and not (rel.endswith("/__init__.py") and package in listed):
       missing.append(rel)
   assert not missing, f"README.md's module map lacks {missing}"
+
+
+def test_citations_name_public_sources():
+  """Docs and docstrings cite the paper, google-research/albert files or public URLs, never notes
+  that are not in this repository (e.g. the reference files the code was first written from)."""
+  outside = re.compile(r"albert_official\.md|hf_albert\.md|jax_anchors\.md|\breference §\d")
+  files = DOC_FILES + sorted(
+      os.path.relpath(p, ROOT) for folder in ("albert_jax", "configs", "experiments", "tests")
+      for p in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True))
+  found = [f"{f}:{n}" for f in files for n, line in enumerate(read(f).splitlines(), 1)
+           if outside.search(line)]
+  assert not found, f"citations of files outside the repository: {found}"
