@@ -16,7 +16,9 @@ import sys
 
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This checkout's package (and the test fixtures), whatever else is installed.
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from albert_jax.train import checkpoints
 from albert_jax.train import pretrain

@@ -1,5 +1,5 @@
 """Whole pretraining runs: exact resume after a crash, SIGTERM, a corrupt checkpoint, warm start,
-the NaN stop, and the demo config through the real entry point."""
+the NaN stop, and the demo config through the real entry point (then exported to Hugging Face)."""
 
 import json
 import os
@@ -185,3 +185,24 @@ def test_demo_config_through_main(tmp_path):
   assert os.path.isdir(tmp_path / "checkpoints" / "4")
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
   assert time.time() - start < 300
+
+  # The Quickstart's next step: the workdir exported to Hugging Face, as it is, loads in
+  # transformers and computes what the run's own parameters do.
+  transformers = pytest.importorskip("transformers")
+  from test_hf_parity import hf_outputs, inputs, our_outputs  # pylint: disable=g-import-not-at-top
+  from albert_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "hf"
+  proc = subprocess.run([sys.executable, "-m", "albert_jax.convert", f"--checkpoint={tmp_path}",
+                         f"--out_hf={out}"], capture_output=True, text=True, env=ENV, cwd=REPO)
+  assert proc.returncode == 0 and "wrote Hugging Face AlbertForPreTraining" in proc.stdout, (
+      proc.stderr)
+  hf, info = transformers.AlbertForPreTraining.from_pretrained(
+      str(out), output_loading_info=True, attn_implementation="eager")
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  config = ModelConfig.from_any(json.load(open(tmp_path / "model_config.json")))
+  assert config.vocab_size == 1000 and config.hidden_size == 128  # the demo's, as overridden
+  ids, mask, types = inputs(seed=4, vocab=config.vocab_size)
+  ours = our_outputs(config, params_at(tmp_path, 4), ids, mask, types)
+  ref = hf_outputs(hf.eval(), ids, mask, types)
+  for key in ("sequence_output", "mlm_logits", "sop_logits"):
+    np.testing.assert_allclose(ours[key], ref[key], atol=1e-4, rtol=0, err_msg=key)

@@ -1,9 +1,10 @@
 """Loading a checkpoint of any kind for inference: weights, architecture, task and tokenizer.
 
-`load(path)` takes a fine-tuning workdir (its `best/`) or a `best/`; any `convert.save_checkpoint`
-directory; a pretraining workdir (its latest checkpoint, with the run's config); a Hugging Face
-directory; or an official TF checkpoint (with `albert_config`). See albert_jax.predict, which
-runs the loaded checkpoint on raw text. Our checkpoints and workdirs may be in a bucket (gs://).
+`load(path)` takes every kind of checkpoint that train/checkpoint_kinds.py reads (a fine-tuning
+workdir is read as its `best/`, a pretraining workdir as its newest readable step), and adds what
+predicting needs: the task (task.json, else the run's metrics.json, else the given config) and the
+SentencePiece model. See albert_jax.predict, which runs the loaded checkpoint on raw text. Our
+checkpoints and workdirs may be in a bucket (gs://).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Optional, Sequence
 import ml_collections
 
 from albert_jax import config_utils
-from albert_jax.interop import convert
 from albert_jax import fileio
-from albert_jax.train import warm_start
 from albert_jax.data import tokenization
 from albert_jax.model.config import ModelConfig
+from albert_jax.train import checkpoint_kinds
+from albert_jax.train import checkpoints
 
 # SentencePiece models looked for beside a checkpoint (and beside its parent directory).
 _SPM_NEAR = ("data/spm.model", "spm.model", "spiece.model", "30k-clean.model")
@@ -69,8 +70,10 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 def _find_task(directory: str, config) -> Optional[ml_collections.ConfigDict]:
-  saved = _read_json(os.path.join(directory, "task.json"))
-  for d in (directory, os.path.dirname(directory)):  # else the run's metrics.json (its config)
+  """The task of a checkpoint without task.json: its run's metrics.json (with the run's config),
+  else the given config's."""
+  saved = None
+  for d in (directory, os.path.dirname(directory)):
     metrics = _read_json(os.path.join(d, "metrics.json")) if saved is None else None
     if metrics and "task" in metrics.get("config", {}):
       saved = {"task": metrics["config"]["task"]}
@@ -91,55 +94,35 @@ def _find_spm(spm_model: str, task, config, directory: str) -> str:
                    "the checkpoint was trained with, e.g. 30k-clean.model or spiece.model)")
 
 
-def _read_weights(path: str, albert_config: str) -> tuple[Optional[ModelConfig], dict]:
-  """(model config or None for a training workdir, parameters) of any checkpoint kind."""
-  if fileio.isfile(os.path.join(path, "model_config.json")):  # save_checkpoint / a best/
-    model_config, params = convert.load_checkpoint(path)
-    return ModelConfig.from_any(model_config), params
-  steps_dir = os.path.join(path, "checkpoints")
-  if fileio.isdir(steps_dir):  # a training workdir: its latest train state
-    steps = sorted(int(d) for d in fileio.listdir(steps_dir) if d.isdigit())
-    if not steps:
-      raise InputError(f"--checkpoint: {steps_dir} holds no checkpoint")
-    return None, convert.restore_tree(os.path.join(steps_dir, str(steps[-1]), "state"))["params"]
-  if not (fileio.isfile(os.path.join(path, "config.json")) or fileio.exists(path + ".index")
-          or fileio.isdir(os.path.join(path, "variables"))):
-    raise InputError(f"--checkpoint {path}: not an albert_jax checkpoint (model_config.json), a "
-                     "training workdir (checkpoints/), a Hugging Face directory (config.json) or "
-                     "an official TF checkpoint (PREFIX.index, TF-Hub variables/)")
-  init_from = ml_collections.ConfigDict(dict(warm_start.default_config().to_dict(),
-                                             path=path, albert_config=albert_config))
-  try:  # Hugging Face or official TF (absent heads are initialized, with a warning)
-    return warm_start.read_source(init_from)
-  except (FileNotFoundError, ValueError) as e:
-    raise InputError(f"--checkpoint: {e}") from None
-
-
 def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_model: str = "",
          albert_config: str = "", do_lower_case: Optional[bool] = None) -> Loaded:
   """A checkpoint of any supported kind (see the module docstring), with its tokenizer."""
   path = fileio.absolute(path)  # local or a bucket (gs://): orbax wants absolute paths
   if not fileio.exists(path) and not fileio.exists(path + ".index"):
     raise InputError(f"--checkpoint {path!r} does not exist")
-  best = os.path.join(path, "best")
-  if fileio.isfile(os.path.join(best, "model_config.json")):
-    path = best  # a fine-tuning workdir: its best checkpoint
-  source_cfg, params = _read_weights(path, albert_config)
-  directory = path if fileio.isdir(path) else os.path.dirname(path)
-  if source_cfg is None:  # a training workdir: its config gives the architecture
+  try:
+    source = checkpoint_kinds.read(path, albert_config=albert_config, field="--checkpoint")
+  except checkpoint_kinds.CheckpointError as e:
+    raise InputError(str(e)) from None
+  model_config = source.model_config
+  if model_config is None:  # a workdir from before model_config.json: its config says
     if config is None:
-      raise InputError(f"--checkpoint {path} is a training workdir without a saved model config: "
-                       "pass --config=<the run's config file> (e.g. configs/demo.py)")
-    source_cfg = ModelConfig.from_any(config.model)
-  task = _find_task(directory, config)
+      raise InputError(f"--checkpoint {path} is a training workdir without a saved model config "
+                       f"({checkpoints.MODEL_CONFIG_FILE}): pass --config=<the run's config "
+                       "file> (e.g. configs/demo.py)")
+    model_config = ModelConfig.from_any(config.model)
+  directory = source.directory
+  task = (ml_collections.ConfigDict(source.task) if source.task is not None
+          else _find_task(directory, config))
   if do_lower_case is None:
     do_lower_case = bool(task.get("do_lower_case", True)) if task else bool(
         (config.get("data", {}) if config is not None else {}).get("do_lower_case", True))
   tokenizer = tokenization.SentencePieceTokenizer(
       _find_spm(spm_model, task, config, directory), do_lower_case=do_lower_case)
-  if tokenizer.vocab_size != source_cfg.vocab_size:
+  if tokenizer.vocab_size != model_config.vocab_size:
     raise InputError(f"vocabulary mismatch: the SentencePiece model {tokenizer.model_file} has "
-                     f"{tokenizer.vocab_size} pieces but the checkpoint {path} has vocab_size "
-                     f"{source_cfg.vocab_size}; pass the checkpoint's --spm_model")
+                     f"{tokenizer.vocab_size} pieces but the checkpoint {source.path} has "
+                     f"vocab_size {model_config.vocab_size}; pass the checkpoint's --spm_model")
   best_step = _read_json(os.path.join(directory, "best_step.json")) or {}
-  return Loaded(path, source_cfg, params, task, tokenizer, best_step.get("metrics", {}))
+  return Loaded(source.path, model_config, source.params, task, tokenizer,
+                best_step.get("metrics", {}))

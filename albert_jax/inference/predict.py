@@ -7,16 +7,18 @@
     python -m albert_jax.predict tag --checkpoint=runs/conll2003 < sentences.txt
     python -m albert_jax.predict choice --checkpoint=runs/race --input=questions.jsonl
 
---checkpoint: a fine-tuning workdir (its `best/` is used) or a `best/`; any
-`convert.save_checkpoint` directory (e.g. `python -m albert_jax.convert --hf_dir=...
---out_checkpoint=...`); a pretraining workdir (its latest checkpoint; give the run's `--config`,
-e.g. configs/demo.py); a Hugging Face directory; or an official TF checkpoint (with
---albert_config). The task of a fine-tuned checkpoint comes from `best/task.json` (written by
-albert_jax.finetune), the workdir's metrics.json, or --config=<the fine-tuning config>. The
-SentencePiece model comes from --spm_model, the task, the pretraining config or the usual files
-beside the checkpoint (data/spm.model, spiece.model, 30k-clean.model). Our checkpoints and
-workdirs, the SentencePiece model and --input may be in a bucket (gs://...); Hugging Face and
-official TF checkpoints are read from local disk.
+--checkpoint: every kind that albert_jax.train.checkpoint_kinds reads: a fine-tuning workdir (its
+`best/` is used) or a `best/`; any `convert.save_checkpoint` directory (e.g. `python -m
+albert_jax.convert --hf_dir=... --out_checkpoint=...`); a pretraining workdir (its newest readable
+step, with the model config the run saved beside it; a workdir from before runs saved one needs the
+run's `--config`, e.g. configs/demo.py); a Hugging Face directory; or an official TF checkpoint or
+TF-Hub module (with the albert_config.json beside it, or --albert_config). The task of a
+fine-tuned checkpoint comes from `best/task.json` (written by albert_jax.finetune), the workdir's
+metrics.json, or --config=<the fine-tuning config>. The SentencePiece model comes from
+--spm_model, the task, the pretraining config or the usual files beside the checkpoint
+(data/spm.model, spiece.model, 30k-clean.model). Our checkpoints and workdirs, the SentencePiece
+model and --input may be in a bucket (gs://...); Hugging Face and official TF checkpoints are read
+from local disk.
 
 Input: the arguments after the mode, else --input=FILE ("-" = stdin), else stdin; one example per
 line (blank lines skipped). A line is plain text or a JSON object: fill-mask {"text"}; classify

@@ -28,6 +28,11 @@ CLI:
     python -m albert_jax.convert --hf_dir=DIR --out_checkpoint=OUT
     python -m albert_jax.convert --tf_checkpoint=PREFIX --albert_config=JSON --out_hf=OUT
     python -m albert_jax.convert --checkpoint=DIR --out_hf=OUT [--encoder_only]
+
+--checkpoint takes every kind of checkpoint (albert_jax.train.checkpoint_kinds): a pretraining
+workdir (its newest readable step), a fine-tuning workdir (its best/), our own checkpoint, a Hugging
+Face directory, an official TF checkpoint or TF-Hub module (with the albert_config.json beside it or
+--albert_config).
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ from flax import traverse_util
 import flax.linen as nn
 
 from albert_jax.interop import names
-from albert_jax import fileio
 from albert_jax.interop import hf_classes
 from albert_jax.model import modeling
 from albert_jax.model.config import ModelConfig
+# Our own format lives with the other orbax checkpoints; these names are this module's API too.
+from albert_jax.train.checkpoints import (load_checkpoint, read_task, restore_tree,  # noqa: F401
+                                          save_checkpoint)
 
 Params = dict[str, Any]
 
@@ -413,62 +420,24 @@ def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: b
 
 
 # ------------------------------------------------------------------------------------------------
-# Our own checkpoint format: orbax PyTree of params + the model config as JSON.
-# ------------------------------------------------------------------------------------------------
-
-def save_checkpoint(config: Any, params: Params, directory: str) -> None:
-  """`directory` (local or a bucket): model_config.json and the orbax `params` tree. Every
-  process calls it (orbax saves collectively); process 0 writes the config."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  cfg = ModelConfig.from_any(config)
-  directory = fileio.absolute(directory)
-  if jax.process_index() == 0:
-    fileio.write_json(os.path.join(directory, "model_config.json"),
-                      cfg.to_config_dict().to_dict(), sort_keys=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, "params"), nn.unbox(params), force=True)
-  checkpointer.wait_until_finished()
-
-
-def restore_tree(path: str) -> Any:
-  """An orbax tree restored onto this process's first device.
-
-  Restoring without a target fails when the tree was saved from another device topology (a run
-  on 8 devices, a TPU pod), so the target is built from the saved metadata.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  checkpointer = ocp.StandardCheckpointer()
-  meta = checkpointer.metadata(path)
-  tree = getattr(getattr(meta, "item_metadata", meta), "tree", None) or meta
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-  return checkpointer.restore(path, target)
-
-
-def load_checkpoint(directory: str) -> tuple[ml_collections.ConfigDict, Params]:
-  directory = fileio.absolute(directory)
-  config_path = os.path.join(directory, "model_config.json")
-  if not fileio.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: not an albert_jax checkpoint directory")
-  cfg = ModelConfig.from_any(fileio.read_json(config_path))
-  return cfg.to_config_dict(), restore_tree(os.path.join(directory, "params"))
-
-
-def read_task(directory: str) -> Optional[dict[str, Any]]:
-  """The fine-tuning task saved beside a checkpoint (`task.json`, as fine-tuning writes it in
-  best/), or None when there is none."""
-  path = os.path.join(fileio.absolute(directory), "task.json")
-  if not fileio.exists(path):
-    return None
-  saved = fileio.read_json(path)
-  if not isinstance(saved, Mapping) or not isinstance(saved.get("task"), Mapping):
-    raise ValueError(f"{path} has no 'task' section (expected {{\"task\": {{\"family\": ...}}}})")
-  return dict(saved["task"])
-
-
-# ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
+
+def _read_any(path: str, albert_config: Optional[str], allow_missing_heads: bool
+              ) -> tuple[ModelConfig, Params, Optional[dict[str, Any]]]:
+  """(model config, params, fine-tuning task or None) of --checkpoint, a checkpoint of any kind."""
+  # Imported here: checkpoint_kinds reads Hugging Face and TF checkpoints through this module.
+  from albert_jax.train import checkpoint_kinds  # pylint: disable=g-import-not-at-top
+  source = checkpoint_kinds.read(path, albert_config=albert_config or "",
+                                 allow_missing_heads=allow_missing_heads, field="--checkpoint")
+  if source.model_config is None:
+    raise checkpoint_kinds.CheckpointError(
+        f"--checkpoint={path!r} is a workdir from before runs saved their model config: write the "
+        "run's config.model to its model_config.json (albert_jax.train.checkpoints."
+        "write_model_config) and convert again")
+  # A fine-tuned best/ has its task beside it: which HF class a `classifier` is, its labels.
+  return source.model_config, source.params, source.task
+
 
 def main(argv: Optional[list[str]] = None) -> None:
   import argparse  # pylint: disable=g-import-not-at-top
@@ -477,8 +446,11 @@ def main(argv: Optional[list[str]] = None) -> None:
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--hf_dir", help="Hugging Face ALBERT directory")
   src.add_argument("--tf_checkpoint", help="official TF1 checkpoint prefix or TF-Hub module dir")
-  src.add_argument("--checkpoint", help="albert_jax checkpoint directory (save_checkpoint)")
-  parser.add_argument("--albert_config", help="albert_config.json (with --tf_checkpoint)")
+  src.add_argument("--checkpoint", help="a checkpoint of any kind: a pretraining or fine-tuning "
+                   "workdir, an albert_jax checkpoint, a Hugging Face directory, an official TF "
+                   "checkpoint or TF-Hub module (see albert_jax.train.checkpoint_kinds)")
+  parser.add_argument("--albert_config", help="albert_config.json (with --tf_checkpoint, or "
+                      "--checkpoint of an official TF checkpoint without one beside it)")
   parser.add_argument("--out_hf", help="write a Hugging Face directory here")
   parser.add_argument("--out_checkpoint", help="write an albert_jax checkpoint here")
   parser.add_argument("--allow_missing_heads", action="store_true",
@@ -493,16 +465,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.error("--tf_checkpoint needs --albert_config")
   if args.encoder_only and not args.out_hf:
     parser.error("--encoder_only applies to --out_hf")
+  task = None
   if args.hf_dir:
     config, params = load_hf(args.hf_dir, allow_missing_heads=args.allow_missing_heads)
   elif args.tf_checkpoint:
     config, params = load_tf(args.tf_checkpoint, args.albert_config,
                              allow_missing_heads=args.allow_missing_heads)
   else:
-    config, params = load_checkpoint(args.checkpoint)
+    config, params, task = _read_any(args.checkpoint, args.albert_config,
+                                     args.allow_missing_heads)
   if args.out_hf:
-    # A fine-tuned best/ has its task beside it: which HF class a `classifier` is, its labels.
-    task = read_task(args.checkpoint) if args.checkpoint else None
     arch = save_hf(config, params, args.out_hf, task=task, encoder_only=args.encoder_only)
     print(f"wrote Hugging Face {arch.name} to {args.out_hf}")
   if args.out_checkpoint:

@@ -1,21 +1,20 @@
-"""Orbax checkpoints of the train state, the data readers' positions, and warm starts.
+"""Orbax checkpoints: the train state of a workdir (resume), our own parameter format, and THE
+fallback rule for steps. Which kinds of checkpoint exist, how a workdir is laid out and how each
+kind is read: see checkpoint_kinds.py.
 
-Layout of a workdir:
-
-    checkpoints/<step>/          orbax: train state (params, optimizer state, step, counters)
-    data_positions/<step>/       one tf.data reader position per process (exact resume)
-
-Saves are asynchronous and happen every `checkpoint_every_steps`; the newest `keep_checkpoints` are
-kept. On start the latest checkpoint is restored:
+Saves of the train state are asynchronous and happen every `checkpoint_every_steps`; the newest
+`keep_checkpoints` are kept. On start the latest checkpoint is restored:
 
 * Its stored tree (paths, shapes, dtypes, from orbax's metadata) is first compared with the state
   the current config builds. A mismatch means the config changed since the checkpoint was written
   (e.g. `model.intermediate_size`): that is a ValueError listing the differing leaves, and nothing
   is moved. Use a new workdir, with `config.init_from.path` pointing at the old one to warm-start.
-* A step whose metadata cannot be read, or that fails to restore although its metadata matches
-  (corrupt, partial files), is moved aside to `corrupt_checkpoints/` with a warning and the previous
-  step is tried. If steps exist but none can be restored, that is a RuntimeError (never a silent
-  restart from step 0); an empty workdir restores nothing.
+* Otherwise the fallback rule (`newest_readable`, the same for every reader of a workdir's steps):
+  the newest step that can be read is used; a step that cannot be read (metadata unreadable, or a
+  failed restore of matching metadata: corrupt, partial files) is skipped with a warning, and the
+  skipped steps are counted in one report. On resume a skipped step is also moved aside to
+  `corrupt_checkpoints/` so that it is not retried. If steps exist but none can be read, that is
+  an error (never a silent restart from step 0); an empty workdir restores nothing.
 
 Every process makes the same decisions: the metadata is read from the shared checkpoint directory.
 """
@@ -25,8 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -34,19 +34,98 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 
 from albert_jax import fileio
+from albert_jax.model.config import ModelConfig
 
+T = TypeVar("T")
+
+# Names in a workdir and in our checkpoint format (checkpoint_kinds.py describes the layouts).
+CHECKPOINTS_DIR = "checkpoints"          # <workdir>/checkpoints/<step>/<STATE_ITEM>
+POSITIONS_DIR = "data_positions"         # <workdir>/data_positions/<step>/
+CORRUPT_DIR = "corrupt_checkpoints"      # steps set aside on resume
+STATE_ITEM = "state"                     # the orbax item of a step: the train state
+PARAMS_ITEM = "params"                   # the orbax tree of our format (save_checkpoint)
+MODEL_CONFIG_FILE = "model_config.json"  # the ModelConfig, beside params/ and in a workdir
+TASK_FILE = "task.json"                  # a fine-tuned checkpoint's task (best/task.json)
+BEST_DIR = "best"                        # a fine-tuning workdir's best parameters (our format)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fallback rule
+# ------------------------------------------------------------------------------------------------
+
+class Unreadable(Exception):
+  """Raised by a step reader for a step that cannot be read; its message says why."""
+
+
+class StateMismatch(ValueError):
+  """A step that reads but does not fit the state the config builds: never fallen back over."""
+
+
+class NoReadableStep(RuntimeError):
+  """Steps exist but the fallback rule could read none of them."""
+
+
+def step_numbers(directory: str) -> list[int]:
+  """The steps saved under `directory` (a workdir's checkpoints/), oldest first."""
+  if not fileio.isdir(directory):
+    return []
+  return sorted(int(name) for name in fileio.listdir(directory) if name.isdigit())
+
+
+def newest_readable(directory: str, steps: list[int], read: Callable[[int], T],
+                    on_skip: Optional[Callable[[int, str], None]] = None,
+                    hint: str = "") -> Optional[tuple[int, T]]:
+  """THE fallback rule: (step, read(step)) of the newest step of `steps` that `read` can read.
+
+  A step whose read raises (anything but StateMismatch, which propagates) is skipped with a
+  warning naming it and why, and `on_skip(step, why)` is called; when a step is read after some
+  were skipped, one warning counts them. None when `steps` is empty; NoReadableStep (naming every
+  step, then `hint`) when none can be read.
+  """
+  skipped = []
+  for step in sorted(steps, reverse=True):
+    try:
+      value = read(step)
+    except StateMismatch:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      why = str(e) if isinstance(e, Unreadable) else f"{type(e).__name__}: {e}"
+      logging.warning("checkpoint step %d in %s cannot be read (%s); falling back to the "
+                      "previous step", step, directory, why)
+      if on_skip is not None:
+        on_skip(step, why)
+      skipped.append(step)
+      continue
+    if skipped:
+      logging.warning("read checkpoint step %d in %s after skipping %d unreadable newer step(s): "
+                      "%s", step, directory, len(skipped), skipped)
+    return step, value
+  if skipped:
+    raise NoReadableStep(f"no checkpoint in {directory} can be read: steps {skipped} are "
+                         f"unreadable{'. ' + hint if hint else ''}")
+  return None
+
+
+# ------------------------------------------------------------------------------------------------
+# The train state of a workdir
+# ------------------------------------------------------------------------------------------------
 
 class Checkpointer:
   """Periodic async saves with keep-K, resume with fallback, reader positions beside each step."""
 
-  def __init__(self, workdir: str, every_steps: int, keep: int):
+  def __init__(self, workdir: str, every_steps: int, keep: int,
+               model_config: Optional[Any] = None):
+    """`model_config`: written to the workdir's model_config.json (process 0) with the first
+    save, so that the workdir reads as a checkpoint without the run's config (checkpoint_kinds.py);
+    not before, so that a run refused for a changed config leaves the old one in place."""
     # tf.io.gfile: workdirs may be buckets (gs://...) on TPU pods.
     self.workdir = fileio.absolute(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
-    self.positions = os.path.join(self.workdir, "data_positions")
+    self.directory = os.path.join(self.workdir, CHECKPOINTS_DIR)
+    self.positions = os.path.join(self.workdir, POSITIONS_DIR)
     self.every_steps = every_steps
     self._manager = self._new_manager(keep)
     self._keep = keep
+    self._model_config = model_config
 
   def _new_manager(self, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -55,7 +134,7 @@ class Checkpointer:
     # A registered handler (not just the item name) lets metadata() read steps this process has
     # not saved or restored yet (otherwise the item's metadata is None).
     return ocp.CheckpointManager(self.directory, options=options,
-                                 item_handlers={"state": ocp.StandardCheckpointHandler()})
+                                 item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler()})
 
   def should_save(self, step: int) -> bool:
     return self.every_steps > 0 and step % self.every_steps == 0
@@ -65,7 +144,10 @@ class Checkpointer:
     """Starts an async save of `state` at `step` and writes this host's reader position."""
     if save_position is not None:
       save_position(os.path.join(self.positions, str(step)))
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+    if self._model_config is not None and jax.process_index() == 0:
+      write_model_config(self.workdir, self._model_config)
+    self._model_config = None  # written once
+    self._manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
                        force=force)
     self._prune_positions()
 
@@ -88,50 +170,50 @@ class Checkpointer:
     None if there are no checkpoints. Raises ValueError if the newest readable step does not match
     `abstract_state` (config changed) and RuntimeError if every step was corrupt.
     """
-    set_aside = []
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    def read(step):
       try:
-        stored = self._manager.metadata(step).item_metadata["state"]
+        stored = self._manager.metadata(step).item_metadata[STATE_ITEM]
         if stored is None:
-          raise ValueError("no metadata for item 'state'")
+          raise ValueError(f"no metadata for item {STATE_ITEM!r}")
       except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, f"its metadata cannot be read ({type(e).__name__}: {e})")
-        set_aside.append(step)
-        continue
+        raise Unreadable(f"its metadata cannot be read ({type(e).__name__}: {e})") from e
       # A mismatch is the config's fault, not the checkpoint's: stop rather than discard it.
-      differences = tree_differences(stored, abstract_state)
-      if differences:
-        shown = "\n  ".join(differences[:_SHOWN_DIFFERENCES])
-        more = len(differences) - _SHOWN_DIFFERENCES
-        raise ValueError(
-            f"checkpoint step {step} in {self.directory} does not match the state built from the "
-            f"current config ({len(differences)} differing leaves):\n  {shown}"
-            + (f"\n  ... and {more} more" if more > 0 else "") +
-            "\nThe config probably changed since this checkpoint was written. Use a new workdir "
-            "for the new config; to warm-start it from this run, set "
-            f"config.init_from.path={self.workdir!r}.")
+      self._check_fits(step, stored, abstract_state)
       try:
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)})
+        return self._manager.restore(step, args=args)[STATE_ITEM]
       except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, f"it cannot be restored ({type(e).__name__}: {e})")
-        set_aside.append(step)
-        continue
-      position = os.path.join(self.positions, str(step))
-      return step, restored["state"], position if tf.io.gfile.isdir(position) else None
-    if set_aside:
-      raise RuntimeError(
-          f"no checkpoint in {self.directory} can be restored: steps {set_aside} were corrupt and "
-          f"moved to {os.path.join(self.workdir, 'corrupt_checkpoints')}. Not starting from "
-          "scratch over them: remove the checkpoints directory (or use a new workdir) to do so.")
-    return None
+        raise Unreadable(f"it cannot be restored ({type(e).__name__}: {e})") from e
+
+    found = newest_readable(
+        self.directory, list(self._manager.all_steps()), read, on_skip=self._set_aside,
+        hint=f"They were moved to {os.path.join(self.workdir, CORRUPT_DIR)}. Not starting from "
+        "scratch over them: remove the checkpoints directory (or use a new workdir) to do so.")
+    if found is None:
+      return None
+    step, state = found
+    position = os.path.join(self.positions, str(step))
+    return step, state, position if tf.io.gfile.isdir(position) else None
+
+  def _check_fits(self, step: int, stored: Any, abstract_state: Any) -> None:
+    differences = tree_differences(stored, abstract_state)
+    if not differences:
+      return
+    shown = "\n  ".join(differences[:_SHOWN_DIFFERENCES])
+    more = len(differences) - _SHOWN_DIFFERENCES
+    raise StateMismatch(
+        f"checkpoint step {step} in {self.directory} does not match the state built from the "
+        f"current config ({len(differences)} differing leaves):\n  {shown}"
+        + (f"\n  ... and {more} more" if more > 0 else "") +
+        "\nThe config probably changed since this checkpoint was written. Use a new workdir "
+        "for the new config; to warm-start it from this run, set "
+        f"config.init_from.path={self.workdir!r}.")
 
   def _set_aside(self, step: int, why: str) -> None:
     """Moves a broken step out of orbax's sight (kept for inspection) so it is not retried."""
-    logging.warning("checkpoint at step %d is set aside as corrupt: %s; falling back to the "
-                    "previous one", step, why)
+    logging.warning("checkpoint at step %d is set aside as corrupt: %s", step, why)
     if jax.process_index() == 0:
-      aside = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
+      aside = os.path.join(self.workdir, CORRUPT_DIR, f"{step}-{int(time.time())}")
       tf.io.gfile.makedirs(os.path.dirname(aside))
       tf.io.gfile.rename(os.path.join(self.directory, str(step)), aside)
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
@@ -144,6 +226,83 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def read_step_params(workdir: str) -> Optional[tuple[int, Any]]:
+  """(step, params) of the newest readable train state in `workdir`'s checkpoints/, by the
+  fallback rule (nothing is moved: the workdir may be another run's); None without steps."""
+  directory = os.path.join(fileio.absolute(workdir), CHECKPOINTS_DIR)
+  read = lambda step: restore_tree(os.path.join(directory, str(step), STATE_ITEM))["params"]
+  return newest_readable(directory, step_numbers(directory), read)
+
+
+# ------------------------------------------------------------------------------------------------
+# Our own format: the orbax tree of the parameters + the model config as JSON
+# ------------------------------------------------------------------------------------------------
+
+def write_model_config(directory: str, config: Any) -> None:
+  """`directory`/model_config.json of a ModelConfig (or a config section of one)."""
+  fileio.write_json(os.path.join(directory, MODEL_CONFIG_FILE),
+                    ModelConfig.from_any(config).to_config_dict().to_dict(), sort_keys=True)
+
+
+def read_model_config(directory: str) -> Optional[ModelConfig]:
+  """The ModelConfig in `directory`/model_config.json, or None when there is none."""
+  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  return ModelConfig.from_any(fileio.read_json(path)) if fileio.exists(path) else None
+
+
+def save_checkpoint(config: Any, params: Any, directory: str) -> None:
+  """`directory` (local or a bucket): model_config.json and the orbax `params` tree. Every
+  process calls it (orbax saves collectively); process 0 writes the config."""
+  directory = fileio.absolute(directory)
+  if jax.process_index() == 0:
+    write_model_config(directory, config)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, PARAMS_ITEM), nn.unbox(params), force=True)
+  checkpointer.wait_until_finished()
+
+
+def restore_tree(path: str) -> Any:
+  """An orbax tree restored onto this process's first device.
+
+  Restoring without a target fails when the tree was saved from another device topology (a run
+  on 8 devices, a TPU pod), so the target is built from the saved metadata.
+  """
+  checkpointer = ocp.StandardCheckpointer()
+  meta = checkpointer.metadata(path)
+  tree = getattr(getattr(meta, "item_metadata", meta), "tree", None) or meta
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+  return checkpointer.restore(path, target)
+
+
+def load_checkpoint(directory: str) -> tuple[Any, Any]:
+  """(model config as a ConfigDict, params) of a `save_checkpoint` directory."""
+  directory = fileio.absolute(directory)
+  cfg = read_model_config(directory)
+  if cfg is None:
+    raise FileNotFoundError(f"{os.path.join(directory, MODEL_CONFIG_FILE)} not found: not an "
+                            "albert_jax checkpoint directory")
+  return cfg.to_config_dict(), restore_tree(os.path.join(directory, PARAMS_ITEM))
+
+
+def restore_params(directory: str, target: Any) -> Any:
+  """The params of a `save_checkpoint` directory restored onto `target`'s shapes and shardings
+  (a tree of jax.ShapeDtypeStruct; collective on several processes)."""
+  return ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_ITEM), target)
+
+
+def read_task(directory: str) -> Optional[dict[str, Any]]:
+  """The fine-tuning task saved beside a checkpoint (`task.json`, as fine-tuning writes it in
+  best/), or None when there is none."""
+  path = os.path.join(fileio.absolute(directory), TASK_FILE)
+  if not fileio.exists(path):
+    return None
+  saved = fileio.read_json(path)
+  if not isinstance(saved, Mapping) or not isinstance(saved.get("task"), Mapping):
+    raise ValueError(f"{path} has no 'task' section (expected {{\"task\": {{\"family\": ...}}}})")
+  return dict(saved["task"])
 
 
 _SHOWN_DIFFERENCES = 5  # differing leaves named in the mismatch error

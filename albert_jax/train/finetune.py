@@ -19,7 +19,7 @@ Outputs in DIR: `metrics.json` (best/final/per-split metrics, history, data coun
 predictions.json, nbest_predictions.json, null_odds.json; RACE race_<split>_predictions.jsonl;
 tagging <split>_predictions.conll), `best/task.json` (the task config, for albert_jax.predict),
 `checkpoints/` (train state, for resuming), `tensorboard/`, `features/` (featurized data cache);
-see finetune_files.py. DIR and the task's input files may be local or in a bucket (gs://...).
+see checkpoint_kinds.py. DIR and the task's input files may be local or in a bucket (gs://...).
 
 Multi-host: every process runs the same command (see albert_jax.train.distributed); each featurizes the
 data and feeds the rows of every global batch that its devices hold; process 0 writes the files.
@@ -419,7 +419,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh, rules = job.mesh, job.rules
   state, shardings = job.create_state()
   every = t.checkpoint_every_steps or t.eval_every_steps
-  ckpt = checkpoints.Checkpointer(workdir, every, t.keep_checkpoints)
+  ckpt = checkpoints.Checkpointer(workdir, every, t.keep_checkpoints, model_config=job.model_config)
   history, head_from = [], "fresh"
   restored = ckpt.restore_latest(state)
   if restored is not None:

@@ -1,12 +1,5 @@
-"""The files of a fine-tuning run in its workdir, which may be local or a bucket (gs://...).
-
-    metrics.json        the run's summary (what `finetune.run` returns)
-    eval_history.json   every evaluation so far, with the selection metric (read back on resume)
-    best/               the best parameters (an albert_jax checkpoint), best_step.json, and
-                        task.json (the task config, for albert_jax.predict)
-    outputs/            the task's prediction files (GLUE submission TSVs, SQuAD JSON, ...)
-    features/           the cache of featurized splits
-    metrics.jsonl, tensorboard/   metrics.Writer;   checkpoints/   checkpoints.Checkpointer
+"""The files of a fine-tuning run in its workdir, which may be local or a bucket (gs://...); the
+layout is described with the other workdirs' in checkpoint_kinds.py.
 
 On several processes, process 0 writes the files and every process reads them; orbax saves and
 restores of `best/` are collective, so every process calls `save_best` and `restore_best`.
@@ -21,9 +14,9 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-from albert_jax.interop import convert
 from albert_jax import fileio
 from albert_jax import tasks as tasks_lib
+from albert_jax.train import checkpoints
 
 
 class RunFiles:
@@ -34,7 +27,7 @@ class RunFiles:
     self.is_chief = jax.process_index() == 0
     join = lambda name: os.path.join(self.workdir, name)
     self.history_path, self.metrics_path = join("eval_history.json"), join("metrics.json")
-    self.best_dir, self.out_dir = join("best"), join("outputs")
+    self.best_dir, self.out_dir = join(checkpoints.BEST_DIR), join("outputs")
     self.features_dir, self.tensorboard_dir = join("features"), join("tensorboard")
     self.jsonl_path = join("metrics.jsonl")
     fileio.makedirs(self.workdir)
@@ -57,18 +50,17 @@ class RunFiles:
 
   def save_best(self, config: ml_collections.ConfigDict, params: Any, entry: dict) -> None:
     """The new best parameters with their history entry and the task config (collective)."""
-    convert.save_checkpoint(config.model, params, self.best_dir)
+    checkpoints.save_checkpoint(config.model, params, self.best_dir)
     self._write_json(os.path.join(self.best_dir, "best_step.json"), entry)
     # The task beside the weights: `albert_jax.predict` featurizes and decodes with it.
-    self._write_json(os.path.join(self.best_dir, "task.json"),
+    self._write_json(os.path.join(self.best_dir, checkpoints.TASK_FILE),
                      {"task": config.task.to_dict(), "model_name": config.model_name})
 
   def restore_best(self, like: Any, shardings: Any) -> Any:
     """The best parameters, restored with the shapes of `like` onto `shardings` (collective)."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           like, shardings)
-    return ocp.StandardCheckpointer().restore(os.path.join(self.best_dir, "params"), target)
+    return checkpoints.restore_params(self.best_dir, target)
 
   def write_outputs(self, write: Callable[..., list[str]], task: ml_collections.ConfigDict,
                     split: tasks_lib.Split, predictions: Any) -> None:

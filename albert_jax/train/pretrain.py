@@ -356,7 +356,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh, rules, rng, model_cfg = job.mesh, job.rules, job.rng, job.model_config
   state, state_shardings = job.create_state()
 
-  ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints)
+  ckpt = checkpoints.Checkpointer(workdir, t.checkpoint_every_steps, t.keep_checkpoints,
+                                  model_config=model_cfg)
   train_iter = _train_data(config, config.data.train_files, jax.process_index(),
                            jax.process_count())
   readers = reader_settings(config)

@@ -1,8 +1,10 @@
 """Warm starts (`config.init_from`): parameters from another run or a converted checkpoint.
 
-Sources (`init_from.kind`, "auto" detects them): an albert_jax checkpoint directory
-(convert.save_checkpoint), another run's workdir (its latest train state), a Hugging Face directory,
-or an official TF1 checkpoint (needs `init_from.albert_config`).
+Sources (`init_from.kind`, "auto" detects them): every kind checkpoint_kinds.py reads, with its
+fallback rule: an albert_jax checkpoint directory (save_checkpoint), another run's workdir (a
+fine-tuning run's best/, a pretraining run's newest readable step), a Hugging Face directory, or an
+official TF1 checkpoint or TF-Hub module (`init_from.albert_config`, else the albert_config.json
+beside it).
 
 `init_from.group0=True` is the paper's "init from group 0" (official `--init_from_group0`): every
 group (and, for unshared layers, every layer) of the new model starts from the first group/layer of
@@ -14,15 +16,14 @@ an error listing every mismatch.
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from albert_jax.interop import convert
 from albert_jax.model.config import ModelConfig
+from albert_jax.train import checkpoint_kinds
 
 # Encoder leaves carry stacked leading axes (groups[, layers]); group0 broadcasts their first entry.
 _STACKED_PREFIX = ("albert", "encoder", "groups")
@@ -35,61 +36,18 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.path = ""                 # empty: no warm start
   c.kind = "auto"             # auto | checkpoint | workdir | hf | tf
-  c.albert_config = ""        # official albert_config.json (kind tf)
+  c.albert_config = ""        # official albert_config.json (kind tf; empty: the one beside it)
   c.group0 = False            # broadcast the source's first group/layer to every group/layer
   return c
 
 
-def _detect(path: str) -> str:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  exists = tf.io.gfile.exists  # also for buckets (gs://)
-  if exists(os.path.join(path, "model_config.json")):
-    return "checkpoint"
-  if exists(os.path.join(path, "checkpoints")):
-    return "workdir"
-  if exists(os.path.join(path, "config.json")):
-    return "hf"
-  if exists(path + ".index") or exists(os.path.join(path, "variables")):
-    return "tf"
-  raise FileNotFoundError(f"config field 'init_from.path'={path!r}: not an albert_jax checkpoint, "
-                          "a run's workdir, a Hugging Face directory or a TF checkpoint")
-
-
-def _latest_workdir_params(workdir: str) -> dict:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(s.rstrip("/")) for s in tf.io.gfile.listdir(directory)
-                 if s.rstrip("/").isdigit())
-  if not steps:
-    raise FileNotFoundError(f"config field 'init_from.path': {directory} holds no checkpoint")
-  for step in reversed(steps):  # newest first; an unreadable one falls back, as on resume
-    try:
-      return convert.restore_tree(os.path.join(directory, str(step), "state"))["params"]
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("init_from: checkpoint %d of %s cannot be read (%s: %s); trying the "
-                      "previous one", step, workdir, type(e).__name__, e)
-  raise ValueError(f"config field 'init_from.path': no checkpoint in {directory} can be read "
-                   f"(steps {steps})")
-
-
-def read_source(init_from: ml_collections.ConfigDict) -> tuple[Any, dict]:
-  """(source model config or None, source params) from `init_from`."""
-  kind = init_from.kind if init_from.kind != "auto" else _detect(init_from.path)
-  if kind == "checkpoint":
-    cfg, params = convert.load_checkpoint(init_from.path)
-  elif kind == "workdir":
-    return None, _latest_workdir_params(init_from.path)
-  elif kind == "hf":
-    cfg, params = convert.load_hf(init_from.path, allow_missing_heads=True)
-  elif kind == "tf":
-    if not init_from.albert_config:
-      raise ValueError("config field 'init_from.albert_config' is needed for a TF checkpoint")
-    cfg, params = convert.load_tf(init_from.path, init_from.albert_config,
-                                  allow_missing_heads=True)
-  else:
-    raise ValueError(f"config field 'init_from.kind'={kind!r}: allowed auto, checkpoint, "
-                     "workdir, hf, tf")
-  return ModelConfig.from_any(cfg), params
+def read_source(init_from: ml_collections.ConfigDict) -> tuple[Optional[ModelConfig], dict]:
+  """(source model config, or None for a workdir without one; source params) of `init_from`."""
+  source = checkpoint_kinds.read(init_from.path, kind=init_from.kind,
+                                 albert_config=init_from.albert_config,
+                                 field="config field 'init_from.path'",
+                                 albert_config_field="config field 'init_from.albert_config'")
+  return source.model_config, source.params
 
 
 def fit_params(source: dict, target: dict, group0: bool) -> dict:
