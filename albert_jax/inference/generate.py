@@ -90,6 +90,9 @@ class DecodeSettings:
     if self.strategy == "gibbs" and self.burn_in > self.iterations:
       raise InputError(f"decode setting burn_in={self.burn_in}: at most iterations="
                        f"{self.iterations} (burn-in sweeps are part of the sweeps)")
+    if self.strategy == "mask_predict" and self.burn_in:
+      raise InputError(f"decode setting burn_in={self.burn_in}: a gibbs setting; mask_predict "
+                       "has none (use 0)")
 
 
 @dataclasses.dataclass
@@ -175,12 +178,13 @@ class _Rule:
   nucleus: bool   # top_p < 1
 
 
-def _pick(rule: _Rule, key, logits, banned, temperature, top_p, full: jax.Array):
-  """Pieces for logits [P, V] and their model probability; `full`: sample from everything."""
+def _pick(rule: _Rule, key, logits, banned, temperature, top_p,
+          full: Optional[jax.Array] = None):
+  """Pieces for logits [P, V] and their model probability; where `full`, drawn from all pieces
+  (Gibbs burn-in) whatever the rule."""
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # the model's, over the whole vocabulary
   logits = jnp.where(banned, -jnp.inf, logits)
   scaled = logits / temperature
-  sampled_all = jax.random.categorical(key, scaled, axis=-1)
   if rule.greedy:
     chosen = jnp.argmax(logits, axis=-1)
   else:
@@ -194,7 +198,8 @@ def _pick(rule: _Rule, key, logits, banned, temperature, top_p, full: jax.Array)
       values = jnp.where(before < top_p, values, -jnp.inf)
     choice = jax.random.categorical(jax.random.fold_in(key, 1), values, axis=-1)
     chosen = choice if index is None else jnp.take_along_axis(index, choice[..., None], -1)[..., 0]
-  chosen = jnp.where(full, sampled_all, chosen)
+  if full is not None:  # (drawn only where needed: sampling costs as much as the MLM head here)
+    chosen = jnp.where(full, jax.random.categorical(key, scaled, axis=-1), chosen)
   prob = jnp.exp(jnp.take_along_axis(log_probs, chosen[..., None], -1)[..., 0])
   return chosen.astype(jnp.int32), prob
 
@@ -210,7 +215,7 @@ def _mask_predict(spec: mlm_lib.MlmSpec, rule: _Rule, params, ids, attention_mas
                   valid, keys, temperature, top_p, iterations):
   """Slot tokens and probabilities [B, S] after `iterations` mask-predict passes."""
   n_slots = valid.sum(-1)
-  pick = jax.vmap(functools.partial(_pick, rule), in_axes=(0, 0, None, None, None, None))
+  pick = jax.vmap(functools.partial(_pick, rule), in_axes=(0, 0, None, None, None))
   banned = spec.banned()
 
   def body(t, state):
@@ -221,7 +226,7 @@ def _mask_predict(spec: mlm_lib.MlmSpec, rule: _Rule, params, ids, attention_mas
     inputs = _write(ids, slot_pos, valid, jnp.where(remask, spec.mask_id, tokens))
     logits = spec.logits(params, inputs, attention_mask, slot_pos)
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-    new, new_probs = pick(step_keys, logits, banned, temperature, top_p, jnp.bool_(False))
+    new, new_probs = pick(step_keys, logits, banned, temperature, top_p)
     return jnp.where(remask, new, tokens), jnp.where(remask, new_probs, probs)
 
   init = (jnp.take_along_axis(ids, slot_pos, axis=1), jnp.zeros(slot_pos.shape, jnp.float32))
@@ -323,9 +328,7 @@ def _result(tok: tokenization.SentencePieceTokenizer, t: _Template, tokens: np.n
 def infill(lm: MaskedLM, texts: Sequence[str], settings: DecodeSettings = DecodeSettings(),
            where: Optional[Sequence[str]] = None) -> list[Generation]:
   """Fills the [MASK] / [MASK*N] slots of every text (see the module docstring)."""
-  where = list(where) if where is not None else [f"input {i + 1}" for i in range(len(texts))]
-  if not texts:
-    raise InputError("no input texts")
+  where = mlm_lib.input_labels(texts, where)
   templates = [encode_template(lm.tokenizer, text, lm.max_length, w)
                for text, w in zip(texts, where)]
   # Similar lengths share a batch (less padding); results go back in input order.
@@ -344,7 +347,7 @@ def continue_text(lm: MaskedLM, prompts: Sequence[str], max_new_pieces: int,
                   settings: DecodeSettings = DecodeSettings(),
                   where: Optional[Sequence[str]] = None) -> list[Generation]:
   """max_new_pieces pieces after each prompt (and before its suffix, when given)."""
-  where = list(where) if where is not None else [f"input {i + 1}" for i in range(len(prompts))]
+  where = mlm_lib.input_labels(prompts, where)
   suffixes = list(suffixes) if suffixes is not None else [""] * len(prompts)
   if len(suffixes) != len(prompts):
     raise InputError(f"{len(suffixes)} suffixes for {len(prompts)} prompts")

@@ -14,7 +14,7 @@ of one architecture share them; `compilations()` counts the shapes they have com
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -52,6 +52,16 @@ def batch_bucket(rows: int, batch_size: int) -> int:
 def join_pieces(pieces: list[str]) -> str:
   """SentencePiece pieces -> text: "▁" starts a word, any other piece continues the one before."""
   return "".join(pieces).replace(tokenization.SPIECE_UNDERLINE, " ").strip()
+
+
+def input_labels(texts: Sequence[str], where: Optional[Sequence[str]]) -> list[str]:
+  """The label of every input in error messages (default "input N"), the inputs checked."""
+  if isinstance(texts, str) or not texts:
+    raise InputError("no input texts: pass a non-empty list of strings")
+  where = list(where) if where is not None else [f"input {i + 1}" for i in range(len(texts))]
+  if len(where) != len(texts):
+    raise InputError(f"{len(where)} input labels for {len(texts)} inputs")
+  return where
 
 
 def check_batch_size(batch_size: int) -> None:

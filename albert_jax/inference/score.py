@@ -70,9 +70,7 @@ def score(lm: MaskedLM, texts: Sequence[str], batch_size: int = 32,
           where: Optional[Sequence[str]] = None) -> list[Score]:
   """PLL, pseudo-perplexity and per-piece log-probabilities of every text, in input order."""
   mlm_lib.check_batch_size(batch_size)
-  if not texts:
-    raise InputError("no input texts")
-  where = list(where) if where is not None else [f"input {i + 1}" for i in range(len(texts))]
+  where = mlm_lib.input_labels(texts, where)
   sequences = _encode(lm, texts, where)
   log_probs = [np.zeros(len(s) - 2) for s in sequences]
   apply = lm.jit("score", _masked_log_prob)
