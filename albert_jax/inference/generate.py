@@ -178,6 +178,15 @@ class _Rule:
   nucleus: bool   # top_p < 1
 
 
+def _sample(key, logits):
+  """One draw per row of softmax(logits) [..., V] by inverting the CDF: one uniform number per
+  row (jax.random.categorical draws a Gumbel number per vocabulary entry, which costs more than
+  the MLM head of a small model)."""
+  cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+  u = jax.random.uniform(key, logits.shape[:-1] + (1,)) * cdf[..., -1:]
+  return jnp.minimum((cdf <= u).sum(-1), logits.shape[-1] - 1)  # a piece of probability > 0
+
+
 def _pick(rule: _Rule, key, logits, banned, temperature, top_p,
           full: Optional[jax.Array] = None):
   """Pieces for logits [P, V] and their model probability; where `full`, drawn from all pieces
@@ -196,10 +205,10 @@ def _pick(rule: _Rule, key, logits, banned, temperature, top_p,
       probs = jax.nn.softmax(values, axis=-1)
       before = jnp.cumsum(probs, axis=-1) - probs  # the most probable piece is always kept
       values = jnp.where(before < top_p, values, -jnp.inf)
-    choice = jax.random.categorical(jax.random.fold_in(key, 1), values, axis=-1)
+    choice = _sample(jax.random.fold_in(key, 1), values)
     chosen = choice if index is None else jnp.take_along_axis(index, choice[..., None], -1)[..., 0]
   if full is not None:  # (drawn only where needed: sampling costs as much as the MLM head here)
-    chosen = jnp.where(full, jax.random.categorical(key, scaled, axis=-1), chosen)
+    chosen = jnp.where(full, _sample(key, scaled), chosen)
   prob = jnp.exp(jnp.take_along_axis(log_probs, chosen[..., None], -1)[..., 0])
   return chosen.astype(jnp.int32), prob
 
