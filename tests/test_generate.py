@@ -3,18 +3,20 @@ model trained here to memorize a few sentences regenerates masked words and span
 prefers them to shuffled copies; PLL against a one-copy-at-a-time reference; seeds; a converted
 Hugging Face checkpoint against transformers; one-line errors."""
 
+import dataclasses
 import functools
 import math
 import random
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from albert_jax.data import tokenization
-from albert_jax.inference import generate, score
+from albert_jax.inference import generate, loading, score
 from albert_jax.inference.loading import InputError
 from albert_jax.inference.mlm import MaskedLM, join_pieces
 from albert_jax.model import modeling
@@ -309,6 +311,15 @@ def test_converted_hugging_face_checkpoint_matches_transformers(tmp_path, tok):
   np.testing.assert_allclose(s.log_probs, expected, atol=1e-4)
   with pytest.raises(InputError, match=r"max_position_embeddings=32"):
     generate.infill(lm, ["the [MASK*40] ."])
+  # The same directory through predict's loader (every checkpoint kind it reads).
+  loaded = loading.load(str(tmp_path), spm_model=tok.model_file)
+  again = MaskedLM.from_loaded(loaded)
+  assert again.spec == lm.spec
+  np.testing.assert_allclose(score.score(again, [text])[0].log_probs, s.log_probs, atol=1e-6)
+  finetuned = dataclasses.replace(loaded, params={"albert": loaded.params["albert"]},
+                                  task=ml_collections.ConfigDict({"family": "glue"}))
+  with pytest.raises(InputError, match=r"is fine-tuned for glue \(no MLM head\)"):
+    MaskedLM.from_loaded(finetuned)
 
 
 # ----------------------------------------------------------------------------------------------
