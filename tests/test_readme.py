@@ -9,7 +9,7 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from test_convert import official_names, tf_shape, write_tf_checkpoint  # noqa: E402
+from tests.test_convert import official_names, tf_shape, write_tf_checkpoint  # noqa: E402
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
