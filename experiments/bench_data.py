@@ -1,6 +1,6 @@
 """Benchmark of pretraining-data creation: throughput, scaling with workers, peak memory, baseline.
 
-    python experiments/bench_data.py [--corpus='data/corpus/*.txt'] [--dupe_factor=2] [--out=DIR]
+    python -m experiments.bench_data [--corpus='data/corpus/*.txt'] [--dupe_factor=2] [--out=DIR]
 
 Measures, each run in a fresh subprocess so that peak RSS is its own:
   * ours (`albert_jax.data.create_pretraining_data`) at max_seq_length 128 and 512 with 1 and 2
@@ -21,7 +21,6 @@ Prints a table and writes bench_data.json into --out.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import json
@@ -33,10 +32,27 @@ import sys
 import tempfile
 import time
 
+from absl import app
+from absl import flags
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("corpus", os.path.join(REPO, "data/corpus/*.txt"), "text files (a glob)")
+flags.DEFINE_string("spm_model", None, "SentencePiece model (default: train an 8k model on the "
+                    "corpus)")
+flags.DEFINE_integer("dupe_factor", 2, "passes over the corpus")
+flags.DEFINE_float("block_size_mb", 1.0, "work unit size of ours")
+flags.DEFINE_string("seq_lens", "128,512", "max_seq_length values, comma-separated")
+flags.DEFINE_string("workers", "1,2", "worker counts of ours, comma-separated")
+flags.DEFINE_string("scales", "1,2,4", "corpus copies for the memory-flatness runs")
+flags.DEFINE_bool("skip_baseline", False, "do not run the official script's transcription")
+flags.DEFINE_integer("repeats", 1, "runs of each 'ours' configuration; the one with the median "
+                     "wall time is reported (our runs take seconds, so other jobs on a shared "
+                     "machine disturb them more than the minutes-long baseline)")
+flags.DEFINE_string("out", None, "directory for bench_data.json (default: a temporary one)")
+flags.DEFINE_string("child", None, "internal: one measured run (JSON spec)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,8 +330,8 @@ def _official_baseline(files, spm_model, out_file, max_seq_length, dupe_factor, 
 # --------------------------------------------------------------------------------------------------
 # Child process: run one job, report wall time and peak RSS.
 
-def _child(args) -> None:
-  spec = json.loads(args.child)
+def _child(child: str) -> None:
+  spec = json.loads(child)
   start = time.perf_counter()
   if spec.get("kind") == "baseline":
     instances = _official_baseline(spec["files"], spec["spm_model"], spec["output"] + ".tfrecord",
@@ -355,8 +371,8 @@ def _peak_rss_mb(usage) -> float:
 
 
 def _measure(spec: dict) -> dict:
-  out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                       text=True, check=False, cwd=REPO)
+  out = subprocess.run([sys.executable, "-m", "experiments.bench_data", "--child",
+                        json.dumps(spec)], capture_output=True, text=True, check=False, cwd=REPO)
   if out.returncode:
     raise RuntimeError(f"benchmark child failed: {out.stderr[-3000:]}")
   result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -366,29 +382,16 @@ def _measure(spec: dict) -> dict:
   return result
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--corpus", default=os.path.join(REPO, "data/corpus/*.txt"))
-  parser.add_argument("--spm_model", default=None, help="default: train an 8k model on the corpus")
-  parser.add_argument("--dupe_factor", type=int, default=2)
-  parser.add_argument("--block_size_mb", type=float, default=1.0)
-  parser.add_argument("--seq_lens", default="128,512")
-  parser.add_argument("--workers", default="1,2")
-  parser.add_argument("--scales", default="1,2,4")
-  parser.add_argument("--skip_baseline", action="store_true")
-  parser.add_argument("--repeats", type=int, default=1,
-                      help="runs of each 'ours' configuration; the one with the median wall time "
-                           "is reported (our runs take seconds, so other jobs on a shared machine "
-                           "disturb them more than the minutes-long baseline)")
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-  args = parser.parse_args()
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  args = FLAGS
   if args.child:
-    return _child(args)
+    return _child(args.child)
   work = tempfile.mkdtemp(prefix="bench_data_")
   files = sorted(glob.glob(args.corpus))
   if not files:
-    parser.error(f"--corpus={args.corpus}: no file matches.")
+    raise app.UsageError(f"--corpus={args.corpus}: no file matches.")
   spm_model = args.spm_model
   if spm_model is None:
     from albert_jax.data import tokenization
@@ -444,4 +447,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

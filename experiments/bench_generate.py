@@ -1,6 +1,6 @@
 """Benchmark of masked-LM generation and scoring (albert_jax/inference/generate.py, score.py).
 
-    python experiments/bench_generate.py [--models=tiny,base] [--batch_sizes=1,32]
+    python -m experiments.bench_generate [--models=tiny,base] [--batch_sizes=1,32]
         [--iterations=4] [--sweeps=1] [--span=8] [--spm_model=M] [--out=DIR]
 
 For each model (random weights: `tiny` is the tiny preset, `base` ALBERT-base's shape: 12 layers,
@@ -20,24 +20,23 @@ bench_generate.json into --out when given.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from albert_jax.data import tokenization
+from albert_jax.inference import generate, score
+from albert_jax.inference.mlm import MaskedLM
+from albert_jax.model import config as model_config
+from albert_jax.model import modeling
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from albert_jax.data import tokenization  # noqa: E402
-from albert_jax.inference import generate, score  # noqa: E402
-from albert_jax.inference.mlm import MaskedLM  # noqa: E402
-from albert_jax.model import config as model_config  # noqa: E402
-from albert_jax.model import modeling  # noqa: E402
 
 CORPUS = [os.path.join(REPO, "data", "corpus", f) for f in
           ("tutorial.txt", "faq.txt", "using_extending.txt", "reference.txt")]
@@ -93,17 +92,18 @@ def bench(lm: MaskedLM, batch: int, iterations: int, sweeps: int, span: int) -> 
   return rows
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--models", default="tiny,base")
-  parser.add_argument("--batch_sizes", default="1,32")
-  parser.add_argument("--iterations", type=int, default=4)
-  parser.add_argument("--sweeps", type=int, default=1)
-  parser.add_argument("--span", type=int, default=8)
-  parser.add_argument("--spm_model", default="")
-  parser.add_argument("--out", default="")
-  args = parser.parse_args(argv)
+_MODELS = flags.DEFINE_list("models", ["tiny", "base"], "tiny and/or base")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "batch sizes")
+_ITERATIONS = flags.DEFINE_integer("iterations", 4, "mask-predict passes")
+_SWEEPS = flags.DEFINE_integer("sweeps", 1, "Gibbs sweeps")
+_SPAN = flags.DEFINE_integer("span", 8, "pieces per slot")
+_SPM_MODEL = flags.DEFINE_string("spm_model", "", "SentencePiece model (default: train one)")
+_OUT = flags.DEFINE_string("out", "", "write bench_generate.json here")
+
+
+def main(argv) -> None:
+  del argv
+  args = flags.FLAGS
   spm_model = args.spm_model or tokenization.train_model(
       CORPUS, os.path.join(tempfile.mkdtemp(), "spm"), vocab_size=4000)
   tok = tokenization.SentencePieceTokenizer(spm_model)
@@ -113,9 +113,9 @@ def main(argv=None) -> int:
   print(f"{'model':6} {'batch':>5} {'run':22} {'rate':>16} {'first s':>8} {'timed s':>8} "
         f"{'compiles':>8}")
   results = []
-  for name in args.models.split(","):
+  for name in args.models:
     lm = build(name, tok)
-    for batch in map(int, args.batch_sizes.split(",")):
+    for batch in map(int, args.batch_sizes):
       for row in bench(lm, batch, args.iterations, args.sweeps, args.span):
         row.update(model=name, batch=batch)
         results.append(row)
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench_generate.json"), "w") as f:
       json.dump(results, f, indent=1)
-  return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

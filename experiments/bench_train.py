@@ -1,19 +1,19 @@
 """Training-step benchmark: speed and MFU of one config, and compile time / memory against depth.
 
     # speed of the real (compiled, sharded) train step on synthetic batches
-    python experiments/bench_train.py speed --config=configs/pretrain.py:size=base \\
+    python -m experiments.bench_train speed --config=configs/pretrain.py:size=base \\
         --config.training.global_batch_size=8 --config.data.max_seq_length=128
     # the same, plus the forward pass, forward + backward, and the step's dense matmuls and
     # attention core timed on their own
-    python experiments/bench_train.py speed ... --breakdown
+    python -m experiments.bench_train speed ... --breakdown
     # one row per attention implementation (model.attention_impl), e.g. on an NVIDIA GPU:
-    python experiments/bench_train.py speed --config=configs/pretrain.py:size=large \\
+    python -m experiments.bench_train speed --config=configs/pretrain.py:size=large \\
         --config.model.dtype=bfloat16 --config.data.max_seq_length=512 \\
         --config.training.global_batch_size=32 --attention_impls=xla,dot_product_attention
 
     # compile time and XLA temp memory for L = 12/24/48, `all` sharing: scan vs unrolled, remat
     # off / per layer / per layer inside sqrt(L) rematerialized blocks
-    python experiments/bench_train.py depth --config=configs/pretrain.py:size=base \\
+    python -m experiments.bench_train depth --config=configs/pretrain.py:size=base \\
         --config.training.global_batch_size=8 --config.data.max_seq_length=128
 
 MFU is reported against the device's peak: the bf16 table in albert_jax/train/metrics.py on TPU/GPU, and on
@@ -23,8 +23,6 @@ the CPU the matmul throughput measured in the same run (the fastest of a few lar
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -41,18 +39,21 @@ from albert_jax.train import pretrain
 from albert_jax.train import step as trainer
 from albert_jax.model.config import ModelConfig
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import step_parts  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import step_parts
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config", lock_config=False)
-_STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
-_BREAKDOWN = flags.DEFINE_bool(
-    "breakdown", False, "speed: also time the forward pass, forward + backward, and the step's "
-    "dense matmuls and attention core alone")
-_ATTENTION_IMPLS = flags.DEFINE_list(
-    "attention_impls", [], "speed: one run and one table row per model.attention_impl "
-    "(auto, xla, dot_product_attention, splash); empty: the config's own")
-_DEPTHS = flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
+
+def define_flags() -> None:
+  """The benchmark's flags (defined only when run as a program: experiments/speedup.py imports
+  this module's timing functions)."""
+  config_flags.DEFINE_config_file("config", None, "pretraining config", lock_config=False)
+  flags.DEFINE_integer("steps", 10, "timed steps (after one warm-up step)")
+  flags.DEFINE_bool("breakdown", False, "speed: also time the forward pass, forward + backward, "
+                    "and the step's dense matmuls and attention core alone")
+  flags.DEFINE_list("attention_impls", [], "speed: one run and one table row per "
+                    "model.attention_impl (auto, xla, dot_product_attention, splash); empty: the "
+                    "config's own")
+  flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
+  flags.mark_flags_as_required(["config"])
 
 
 def measured_matmul_peak(sizes: Sequence[int] = (1024, 2048, 4096), dtype=jnp.float32,
@@ -80,7 +81,7 @@ def compile_job(config):
 def seconds_per_step(config, job, compiled, steps: int) -> float:
   """Mean wall time of `steps` compiled steps on synthetic batches, after one warm-up step."""
   state, _ = job.create_state()
-  batches = [partitioning.global_batch(pretrain.synthetic_batch(config, i), job.mesh)
+  batches = [partitioning.global_batch(step_parts.synthetic_batch(config, i), job.mesh)
              for i in range(2)]
   state, m = compiled(state, batches[0], job.rng)
   jax.block_until_ready(m)
@@ -119,8 +120,9 @@ def breakdown(config, job, step_seconds: float, flops: float, peak: Optional[flo
     print(f"| {name} | {seconds * 1e3:.1f} | {rate / 1e12:.3f} | {share} |")
 
 
-def speed_row(config) -> dict[str, float]:
-  """Compiles and times one config's step; prints its figures and returns them for the table."""
+def speed_row(config, steps: int, with_breakdown: bool) -> dict[str, float]:
+  """Compiles and times one config's step (`steps` timed steps, and the `breakdown` of its parts
+  if asked); prints its figures and returns them for the table."""
   job, compiled, compile_seconds = compile_job(config)
   device = jax.devices()[0]
   peak = metrics.peak_flops_per_device(device, job.model_config.dtype)
@@ -129,7 +131,7 @@ def speed_row(config) -> dict[str, float]:
   # On a (possibly shared) CPU the matmul peak is measured before and after the timed steps and the
   # higher figure is kept: interference can only make either measurement lower.
   before = measured_matmul_peak() if cpu_peak else None
-  step_seconds = seconds_per_step(config, job, compiled, _STEPS.value)
+  step_seconds = seconds_per_step(config, job, compiled, steps)
   if cpu_peak:
     peak, source = max(before, measured_matmul_peak()), "measured float32 matmul"
   t, d = config.training, config.data
@@ -145,7 +147,7 @@ def speed_row(config) -> dict[str, float]:
   else:
     print("no known peak for this device and dtype: MFU not reported")
   print(trainer.describe_memory(compiled), flush=True)
-  if _BREAKDOWN.value:
+  if with_breakdown:
     breakdown(config, job, step_seconds, flops, peak)
   memory = compiled.memory_analysis()
   return {"compile": compile_seconds, "step": step_seconds, "per_device": per_device,
@@ -154,9 +156,9 @@ def speed_row(config) -> dict[str, float]:
           "temp": memory.temp_size_in_bytes / 2**20 if memory else float("nan")}
 
 
-def speed(config) -> None:
-  """The config's step, or one run per --attention_impls entry and a table of them."""
-  impls = _ATTENTION_IMPLS.value or [config.model.attention_impl]
+def speed(config, attention_impls: Sequence[str], steps: int, with_breakdown: bool) -> None:
+  """The config's step, or one run per entry of `attention_impls` and a table of them."""
+  impls = list(attention_impls) or [config.model.attention_impl]
   rows = []
   for impl in impls:
     c = config.copy_and_resolve_references()
@@ -165,7 +167,7 @@ def speed(config) -> None:
     runs_as = attention.resolve(impl, dtype=model.dtype, seq_len=c.data.max_seq_length,
                                 dropout_active=model.attention_probs_dropout_prob > 0)
     print(f"== model.attention_impl={impl} (runs as {runs_as})", flush=True)
-    rows.append((impl, runs_as, speed_row(c)))
+    rows.append((impl, runs_as, speed_row(c, steps, with_breakdown)))
   if len(rows) > 1:
     print("| attention_impl | runs as | compile s | step ms | tokens/s | TFLOP/s per device | MFU "
           "| temp MiB |")
@@ -182,10 +184,11 @@ DEPTH_VARIANTS = (("scan", "none", 1), ("scan", "nothing_saveable", 1),
                   ("unrolled", "nothing_saveable", 1))
 
 
-def depth(config) -> None:
+def depth(config, depths: Sequence[int]) -> None:
+  """Compile time and temporary memory of the step at each depth, per DEPTH_VARIANTS row."""
   print("| L | loop | remat | blocks | compile s | temp MiB |")
   print("|---|---|---|---|---|---|")
-  for layers in map(int, _DEPTHS.value):
+  for layers in depths:
     for loop, remat, blocks in DEPTH_VARIANTS:
       c = config.copy_and_resolve_references()
       c.model.num_hidden_layers = layers
@@ -201,10 +204,14 @@ def depth(config) -> None:
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in ("speed", "depth"):
-    raise app.UsageError("usage: bench_train.py speed|depth --config=...")
-  {"speed": speed, "depth": depth}[argv[1]](_CONFIG.value)
+    raise app.UsageError("usage: python -m experiments.bench_train speed|depth --config=...")
+  f = flags.FLAGS
+  if argv[1] == "speed":
+    speed(f.config, f.attention_impls, f.steps, f.breakdown)
+  else:
+    depth(f.config, [int(d) for d in f.depths])
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  define_flags()
   app.run(main)

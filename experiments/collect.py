@@ -1,6 +1,6 @@
 """Collects a sweep's results into markdown and CSV tables beside the paper's, and PNG plots.
 
-    python experiments/collect.py --sweep=table4 --root=/tmp/sweeps [--out=DIR]
+    python -m experiments.collect --sweep=table4 --root=/tmp/sweeps [--out=DIR]
 
 Per run (ROOT/<sweep>/<run>): parameter count, steps done, the last held-out MLM and SOP accuracy
 from metrics.jsonl (training accuracy when there is no eval split), and fine-tuning scores from
@@ -14,14 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from typing import Any, Optional
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import sweeps
 
 _SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
 _ROOT = flags.DEFINE_string("root", None, "directory with one workdir per run")

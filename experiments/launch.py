@@ -2,11 +2,11 @@
 
     # on this machine, every run in ROOT/<sweep>/<run>; finished runs are skipped, interrupted
     # ones resume from their last checkpoint when launched again
-    python experiments/launch.py --sweep=table4 --root=/tmp/sweeps --runlocal
-    python experiments/launch.py --sweep=table4 --root=gs://bucket/sweeps \\
+    python -m experiments.launch --sweep=table4 --root=/tmp/sweeps --runlocal
+    python -m experiments.launch --sweep=table4 --root=gs://bucket/sweeps \\
         --data='gs://bucket/data/train/*.tfrecord' --eval_data='gs://bucket/data/eval/*.tfrecord' \\
         --spm_model=gs://bucket/30k-clean.model --mode=tpu --tpu=my-v3-512 --zone=europe-west4-a
-    python experiments/launch.py --sweep=depth ... --mode=slurm --slurm_nodes=4   # writes sbatch files
+    python -m experiments.launch --sweep=depth ... --mode=slurm --slurm_nodes=4  # sbatch files
 
 A run is finished when its workdir has DONE.json, written once it reached training.total_steps.
 A local sweep stopped by SIGINT/SIGTERM saves the current run and stops; launching it again resumes
@@ -30,26 +30,31 @@ from absl import app
 from absl import flags
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import sweeps
 
-_SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
-_ROOT = flags.DEFINE_string("root", None, "directory holding one workdir per run")
-_MODE = flags.DEFINE_enum("mode", "local", ["local", "print", "tpu", "slurm"], "how to launch")
-_RUNLOCAL = flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus")
-_ONLY = flags.DEFINE_list("only", [], "run only these run names")
-_SET = flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)")
-_DATA = flags.DEFINE_string("data", "", "training records (data.train_files)")
-_EVAL_DATA = flags.DEFINE_string("eval_data", "", "held-out records (data.eval_files)")
-_EXTRA_DATA = flags.DEFINE_string("extra_data", "", "the additional data's records, added to "
-                                   "--data in Table 7's additional_data run")
-_NSP_DATA = flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run "
-                                "(create_pretraining_data --random_next_sentence)")
-_SPM = flags.DEFINE_string("spm_model", "", "SentencePiece model (data.spm_model)")
-_TPU = flags.DEFINE_string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
-_ZONE = flags.DEFINE_string("zone", "$ZONE", "TPU zone (--mode=tpu)")
-_SLURM_NODES = flags.DEFINE_integer("slurm_nodes", 1, "nodes per run (--mode=slurm)")
-_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 8, "GPUs per node (--mode=slurm)")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The launcher's flags (defined only when run as a program, so importing defines none)."""
+  flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
+  flags.DEFINE_string("root", None, "directory holding one workdir per run")
+  flags.DEFINE_enum("mode", "local", ["local", "print", "tpu", "slurm"], "how to launch")
+  flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus")
+  flags.DEFINE_list("only", [], "run only these run names")
+  flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)")
+  flags.DEFINE_string("data", "", "training records (data.train_files)")
+  flags.DEFINE_string("eval_data", "", "held-out records (data.eval_files)")
+  flags.DEFINE_string("extra_data", "", "the additional data's records, added to "
+                       "--data in Table 7's additional_data run")
+  flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run "
+                      "(create_pretraining_data --random_next_sentence)")
+  flags.DEFINE_string("spm_model", "", "SentencePiece model (data.spm_model)")
+  flags.DEFINE_string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
+  flags.DEFINE_string("zone", "$ZONE", "TPU zone (--mode=tpu)")
+  flags.DEFINE_integer("slurm_nodes", 1, "nodes per run (--mode=slurm)")
+  flags.DEFINE_integer("slurm_gpus_per_node", 8, "GPUs per node (--mode=slurm)")
+  flags.mark_flags_as_required(["sweep", "root"])
 
 
 def workdir(root: str, sweep: sweeps.Sweep, run: sweeps.Run) -> str:
@@ -57,7 +62,7 @@ def workdir(root: str, sweep: sweeps.Sweep, run: sweeps.Run) -> str:
 
 
 def data_flag_values() -> dict[str, str]:
-  return {"data": _DATA.value, "extra_data": _EXTRA_DATA.value, "nsp_data": _NSP_DATA.value}
+  return {"data": FLAGS.data, "extra_data": FLAGS.extra_data, "nsp_data": FLAGS.nsp_data}
 
 
 def missing_data_flags(run: sweeps.Run) -> list[str]:
@@ -70,7 +75,7 @@ def overrides(sweep: sweeps.Sweep, run: sweeps.Run, root: str, runlocal: bool,
   config = sweeps.run_config(run, runlocal)
   if not missing_data_flags(run):
     config.data.train_files = run.train_files.format(**data_flag_values())
-  for key, value in (("eval_files", _EVAL_DATA.value), ("spm_model", _SPM.value)):
+  for key, value in (("eval_files", FLAGS.eval_data), ("spm_model", FLAGS.spm_model)):
     if value:
       config.data[key] = value
   if run.init_from_run:
@@ -94,7 +99,7 @@ def parse_sets(items: list[str]) -> dict:
 def command(run: sweeps.Run, config: ml_collections.ConfigDict, wd: str, runlocal: bool) -> str:
   """The `albert_jax.main` command line of a run (every field that differs from the preset)."""
   base = sweeps.preset_config(run, runlocal)  # what the --config argument below gives
-  args = [sys.executable if _MODE.value == "local" else "python", "-m", "albert_jax.main",
+  args = [sys.executable if FLAGS.mode == "local" else "python", "-m", "albert_jax.main",
           f"--config=configs/pretrain.py:{sweeps.preset_arg(run, runlocal)}", f"--workdir={wd}"]
   flat_base = _flatten(base.to_dict())
   for key, value in _flatten(config.to_dict()).items():
@@ -151,39 +156,39 @@ def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
 
 def main(argv):
   del argv
-  sweep = sweeps.get_sweep(_SWEEP.value)
-  extra = parse_sets(_SET.value)
-  runs = [r for r in sweep.runs if not _ONLY.value or r.name in _ONLY.value]
-  unknown = set(_ONLY.value) - {r.name for r in sweep.runs}
+  sweep = sweeps.get_sweep(FLAGS.sweep)
+  extra = parse_sets(FLAGS.set)
+  runs = [r for r in sweep.runs if not FLAGS.only or r.name in FLAGS.only]
+  unknown = set(FLAGS.only) - {r.name for r in sweep.runs}
   if unknown:
     raise app.UsageError(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}")
   for run in runs:
     missing = missing_data_flags(run)
-    if missing and not _RUNLOCAL.value:
+    if missing and not FLAGS.runlocal:
       raise app.UsageError(f"run {sweep.name}/{run.name} trains on {run.train_files}: give "
                            + " and ".join(f"--{m}" for m in missing)
                            + (f" ({run.note})" if run.note else ""))
   lines = []
   for run in runs:
-    wd = workdir(_ROOT.value, sweep, run)
-    config = overrides(sweep, run, _ROOT.value, _RUNLOCAL.value, extra)
-    if _MODE.value == "local":
+    wd = workdir(FLAGS.root, sweep, run)
+    config = overrides(sweep, run, FLAGS.root, FLAGS.runlocal, extra)
+    if FLAGS.mode == "local":
       if missing_data_flags(run):  # runlocal: records made from the bundled corpus
-        config = shared_local_data(_ROOT.value, config)
+        config = shared_local_data(FLAGS.root, config)
       if not run_local(sweep, run, config, wd):
         return
       continue
-    cmd = command(run, config, wd, _RUNLOCAL.value)
-    if _MODE.value == "tpu":
-      cmd = (f"gcloud compute tpus tpu-vm ssh {_TPU.value} --zone={_ZONE.value} --worker=all "
+    cmd = command(run, config, wd, FLAGS.runlocal)
+    if FLAGS.mode == "tpu":
+      cmd = (f"gcloud compute tpus tpu-vm ssh {FLAGS.tpu} --zone={FLAGS.zone} --worker=all "
              f"--command={shlex.quote('cd albert_jax && ' + cmd)}")
-    elif _MODE.value == "slurm":
-      path = os.path.join(_ROOT.value, sweep.name, f"{run.name}.sbatch")
+    elif FLAGS.mode == "slurm":
+      path = os.path.join(FLAGS.root, sweep.name, f"{run.name}.sbatch")
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "w") as f:
         f.write(f"#!/bin/bash\n#SBATCH --job-name={sweep.name}-{run.name}\n"
-                f"#SBATCH --nodes={_SLURM_NODES.value}\n#SBATCH --ntasks-per-node=1\n"
-                f"#SBATCH --gpus-per-node={_SLURM_GPUS.value}\n"
+                f"#SBATCH --nodes={FLAGS.slurm_nodes}\n#SBATCH --ntasks-per-node=1\n"
+                f"#SBATCH --gpus-per-node={FLAGS.slurm_gpus_per_node}\n"
                 f"srun {cmd}\n")
       cmd = f"sbatch {path}" + (f"  # after {run.init_from_run} finishes" if run.init_from_run
                                 else "")
@@ -193,5 +198,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["sweep", "root"])
+  define_flags()
   app.run(main)

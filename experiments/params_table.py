@@ -1,6 +1,6 @@
 """Parameter count of every run of every sweep beside the paper's figure.
 
-    python experiments/params_table.py [--markdown]
+    python -m experiments.params_table
 
 Counts are encoder + pooler (the paper's convention). A row "agrees" when it is within 1M of the
 paper's figure, the paper's rounding being loose (it rounds some shapes and truncates others:
@@ -9,11 +9,9 @@ paper's figure, the paper's rounding being loose (it rounds some shapes and trun
 
 from __future__ import annotations
 
-import os
-import sys
+from absl import app
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import sweeps
 
 # Where the paper's figure and the architecture disagree by more than its rounding, and why.
 KNOWN_DIFFERENCES = {
@@ -39,7 +37,9 @@ def rows() -> list[dict]:
   return out
 
 
-def main() -> None:
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   table = rows()
   print("| sweep | run | ours | paper | agrees | note |")
   print("|---|---|---|---|---|---|")
@@ -49,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,6 +1,6 @@
 """The paper's models on the paper's TPU v3-512 and on current TPU slices: fit and speed, planned.
 
-    python experiments/plan_table.py [--models=bert_large,base,...] [--topologies=v3:16x16,...]
+    python -m experiments.plan_table [--models=bert_large,base,...] [--topologies=v3:16x16,...]
         [--mfu=0.5] [--out=workdirs/plan_table]
 
 Every cell is `albert_jax.plan` on `configs/pretrain.py:size=<model>` (the paper's pretraining
@@ -18,7 +18,6 @@ rerun skips them) and the markdown table goes to OUT.md and stdout.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -26,8 +25,10 @@ import sys
 import time
 from typing import Any
 
+from absl import app
+from absl import flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 MODELS = ("bert_large", "base", "large", "xlarge", "xxlarge")
 NAMES = {"bert_large": "BERT-large", "base": "ALBERT-base", "large": "ALBERT-large",
@@ -35,6 +36,12 @@ NAMES = {"bert_large": "BERT-large", "base": "ALBERT-base", "large": "ALBERT-lar
 # 256 chips each: the paper's TPU v3-512 (its hardware), then v4, v5e, v5p and v6e (Trillium).
 TOPOLOGIES = ("v3:16x16", "v4:4x8x8", "v5e:16x16", "v5p:4x8x8", "v6e:16x16")
 OVERRIDES = {"model.dtype": "bfloat16"}
+
+_MODELS = flags.DEFINE_list("models", list(MODELS), "model sizes of configs/pretrain.py")
+_TOPOLOGIES = flags.DEFINE_list("topologies", list(TOPOLOGIES), "TPU slices, e.g. v3:16x16")
+_MFU = flags.DEFINE_float("mfu", 0.5, "model FLOPs utilization assumed for the speeds")
+_OUT = flags.DEFINE_string("out", os.path.join(REPO, "workdirs", "plan_table"),
+                           "path prefix of OUT.jsonl and OUT.md (workdirs/ is git-ignored)")
 
 
 def load_config(size: str):
@@ -96,38 +103,34 @@ def markdown(rows: list[dict[str, Any]], mfu: float) -> str:
   return "\n".join(out)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--models", default=",".join(MODELS))
-  parser.add_argument("--topologies", default=",".join(TOPOLOGIES))
-  parser.add_argument("--mfu", type=float, default=0.5)
-  parser.add_argument("--out", default=os.path.join(REPO, "workdirs", "plan_table"),
-                      help="path prefix of OUT.jsonl and OUT.md (workdirs/ is git-ignored)")
-  args = parser.parse_args()
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  out, mfu = _OUT.value, _MFU.value
   from albert_jax.plan import planner as plan  # pylint: disable=g-import-not-at-top
   plan.setup_host()
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   done = {}
-  if os.path.exists(args.out + ".jsonl"):
-    for line in open(args.out + ".jsonl"):
+  if os.path.exists(out + ".jsonl"):
+    for line in open(out + ".jsonl"):
       r = json.loads(line)
       done[(r["model"], r["topology"], r["mfu"])] = r
   rows = []
-  for size in args.models.split(","):
-    for topology in args.topologies.split(","):
-      key = (size, topology, args.mfu)
+  for size in _MODELS.value:
+    for topology in _TOPOLOGIES.value:
+      key = (size, topology, mfu)
       if key not in done:
-        done[key] = cell(size, topology, args.mfu)
-        with open(args.out + ".jsonl", "a") as f:
+        done[key] = cell(size, topology, mfu)
+        with open(out + ".jsonl", "a") as f:
           f.write(json.dumps(done[key]) + "\n")
         print(f"{size} on {topology}: fits={done[key]['fits']} "
               f"[{done[key]['seconds']:.0f} s]", file=sys.stderr, flush=True)
       rows.append(done[key])
-  table = markdown(rows, args.mfu)
-  with open(args.out + ".md", "w") as f:
+  table = markdown(rows, mfu)
+  with open(out + ".md", "w") as f:
     f.write(table + "\n")
   print(table)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,8 +1,8 @@
 """The paper's "Speedup" column (Table 2): training throughput relative to BERT-large, measured
 on this machine's devices at a chosen sequence length, beside the paper's figures.
 
-    python experiments/speedup.py --seq=512 --batch=32 --dtype=bfloat16      # on an accelerator
-    python experiments/speedup.py --seq=128 --batch=8 --steps=2              # CPU (slow, minutes)
+    python -m experiments.speedup --seq=512 --batch=32 --dtype=bfloat16   # on an accelerator
+    python -m experiments.speedup --seq=128 --batch=8 --timed_steps=2     # CPU (slow, minutes)
 
 Each model's real train step (compiled, sharded over all local devices) runs on synthetic batches;
 throughput = examples per second after one warm-up step. The paper measured on TPU v3 at seq 512
@@ -11,16 +11,12 @@ and batch 4096 with 125k-step runs, so only the ratios are comparable, not the a
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app
 from absl import flags
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_train  # noqa: E402  pylint: disable=g-import-not-at-top
-import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import bench_train
+from experiments import sweeps
 
 _SEQ = flags.DEFINE_integer("seq", 512, "sequence length")
 _BATCH = flags.DEFINE_integer("batch", 8, "global batch size")

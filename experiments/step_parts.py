@@ -1,4 +1,5 @@
-"""Parts of the pretraining step timed on their own, for `bench_train.py speed --breakdown`.
+"""Synthetic batches for the benchmarks, and parts of the pretraining step timed on their own
+(for `bench_train speed --breakdown`).
 
 The loss's forward pass and forward + backward use the real model, parameters, batch and mesh.
 The dense matmuls and the attention core "alone" reproduce only those operations of the encoder,
@@ -14,11 +15,33 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
 from albert_jax.model import attention
 from albert_jax.train import partitioning
-from albert_jax.train import pretrain
 from albert_jax.model.config import ModelConfig
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0,
+                    padded_predictions: float = 0.0) -> dict[str, np.ndarray]:
+  """A random global batch of the config's shapes, with the official feature names.
+
+  The second segment starts mid-sequence, and about a `padded_predictions` fraction of the
+  prediction slots are padding (weight 0). The tests' batches are these too
+  (tests/trainer_fixtures.py).
+  """
+  rng = np.random.default_rng(seed)
+  b, s = config.training.global_batch_size, config.data.max_seq_length
+  p, vocab = config.data.max_predictions_per_seq, config.model.vocab_size
+  weights = (rng.random((b, p)) >= padded_predictions).astype(np.float32)
+  return {"input_ids": rng.integers(5, vocab, (b, s)).astype(np.int32),
+          "input_mask": np.ones((b, s), np.int32),
+          "segment_ids": (np.arange(s)[None] > s // 2).astype(np.int32).repeat(b, 0),
+          "masked_lm_positions": rng.integers(1, s, (b, p)).astype(np.int32),
+          "masked_lm_ids": rng.integers(5, vocab, (b, p)).astype(np.int32),
+          "masked_lm_weights": weights,
+          "next_sentence_labels": rng.integers(0, 2, (b,)).astype(np.int32)}
 
 
 def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 3) -> float:
@@ -36,7 +59,7 @@ def loss_seconds(config, job) -> dict[str, float]:
   """Best seconds of the pretraining loss's forward pass and of its forward + backward (the step
   without the optimizer update), with the step's parameters, batch, dropout and mesh."""
   state, _ = job.create_state()
-  batch = partitioning.global_batch(pretrain.synthetic_batch(config, 0), job.mesh)
+  batch = partitioning.global_batch(synthetic_batch(config, 0), job.mesh)
   objective = job.objective
 
   def loss(params, batch, rng):

@@ -8,4 +8,5 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-from data_fixtures import corpus_files, spm_model, static_records, token_only_records  # noqa: F401
+from tests.data_fixtures import (  # noqa: F401
+    corpus_files, spm_model, static_records, token_only_records)

@@ -1,6 +1,6 @@
 """One process of a tiny GLUE fine-tuning run on CPU (used by test_finetune_multiprocess.py).
 
-    python tests/finetune_worker.py '{"workdir": ..., "devices": 2, "spm_model": "",
+    python -m tests.finetune_worker '{"workdir": ..., "devices": 2, "spm_model": "",
         "spm_corpus": "a.txt,b.txt", "port": 12345, "process_id": 0, "num_processes": 2}'
 
 `num_processes` 1 runs alone (the single-process reference; no port). An empty `spm_model` makes
@@ -19,7 +19,6 @@ SPEC = json.loads(sys.argv[1])
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={SPEC['devices']}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -1,6 +1,6 @@
 """One process of a 2-process CPU run on 127.0.0.1 (gloo collectives, 2 devices per process).
 
-    python tests/multiprocess_worker.py PORT PROCESS_ID NUM_PROCESSES
+    python -m tests.multiprocess_worker PORT PROCESS_ID NUM_PROCESSES   # from the repository root
 
 Runs 3 train steps of the tiny config on the synthetic global batches of trainer_fixtures, each
 process feeding only the rows its devices hold, and prints the losses as JSON.
@@ -12,16 +12,15 @@ import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 os.environ["JAX_PLATFORMS"] = "cpu"
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from albert_jax.train import distributed
-from albert_jax.train import partitioning
-from albert_jax.train import pretrain
+from albert_jax.train import distributed  # noqa: E402
+from albert_jax.train import partitioning  # noqa: E402
+from albert_jax.train import pretrain  # noqa: E402
 from albert_jax.train import step as trainer  # noqa: E402
-from trainer_fixtures import synthetic_batch, tiny_config  # noqa: E402
+from tests.trainer_fixtures import synthetic_batch, tiny_config  # noqa: E402
 
 
 def local_rows(batch, mesh):

@@ -2,41 +2,39 @@
 checkpoint is written (a hard crash at a known point, for the resume tests), or with a NaN loss on
 chosen steps (for the non-finite guard).
 
-    python tests/pretrain_driver.py WORKDIR TRAIN_FILES [--kill_after=STEP] [--nan_steps=2,3]
-        [--fail_eval] [--set key=value ...]
+    python -m tests.pretrain_driver WORKDIR TRAIN_FILES [--kill_after=STEP] [--nan_steps=2,3]
+        [--fail_eval] [--set key=value ...]      # from the repository root
 
 `--fail_eval` makes every held-out evaluation raise (eval_files defaults to the train files).
 """
 
-import argparse
 import json
 import os
 import signal
-import sys
 
+from absl import app
+from absl import flags
+from absl import logging
 import jax.numpy as jnp
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-# This checkout's package (and the test fixtures), whatever else is installed.
-sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from albert_jax.train import checkpoints
 from albert_jax.train import pretrain
-from albert_jax.train import step as trainer  # noqa: E402
-from trainer_fixtures import tiny_config  # noqa: E402
+from albert_jax.train import step as trainer
+from tests.trainer_fixtures import tiny_config
+
+_KILL_AFTER = flags.DEFINE_integer("kill_after", 0, "SIGKILL right after saving this step")
+_NAN_STEPS = flags.DEFINE_string("nan_steps", "", "1-based steps whose loss is NaN")
+_FAIL_EVAL = flags.DEFINE_bool("fail_eval", False, "every held-out evaluation raises")
+_SET = flags.DEFINE_multi_string("set", [], "dotted.key=json_value")
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument("workdir")
-  parser.add_argument("train_files")
-  parser.add_argument("--kill_after", type=int, default=0)
-  parser.add_argument("--nan_steps", default="", help="1-based steps whose loss is NaN")
-  parser.add_argument("--fail_eval", action="store_true")
-  parser.add_argument("--set", action="append", default=[], help="dotted.key=json_value")
-  args = parser.parse_args()
-  config = tiny_config(args.train_files)
-  for item in args.set:
+def main(argv):
+  if len(argv) != 3:
+    raise app.UsageError("usage: WORKDIR TRAIN_FILES [flags]")
+  workdir, train_files = argv[1:]
+  logging.set_verbosity(logging.WARNING)  # as albert_jax.main: no library INFO logs
+  config = tiny_config(train_files)
+  for item in _SET.value:
     key, value = item.split("=", 1)
     *parents, leaf = key.split(".")
     node = config
@@ -44,18 +42,18 @@ def main():
       node = node[p]
     node[leaf] = json.loads(value)
 
-  if args.kill_after:
+  if _KILL_AFTER.value:
     save = checkpoints.Checkpointer.save
 
     def save_then_die(self, step, *a, **k):
       save(self, step, *a, **k)
-      if step == args.kill_after:
+      if step == _KILL_AFTER.value:
         self.wait()
         os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoints.Checkpointer.save = save_then_die
-  if args.nan_steps:
-    nan_steps = jnp.array([int(s) for s in args.nan_steps.split(",")])
+  if _NAN_STEPS.value:
+    nan_steps = jnp.array([int(s) for s in _NAN_STEPS.value.split(",")])
     make_train_step = trainer.make_train_step
 
     def make_nan_train_step(*a, **k):
@@ -69,16 +67,16 @@ def main():
       return nan_on_some_steps
 
     trainer.make_train_step = make_nan_train_step
-  if args.fail_eval:
-    config.data.eval_files = config.data.eval_files or args.train_files
+  if _FAIL_EVAL.value:
+    config.data.eval_files = config.data.eval_files or train_files
 
     def failing_evaluate(*a, **k):
       raise RuntimeError("evaluation failed (pretrain_driver --fail_eval)")
 
     pretrain.evaluate = failing_evaluate
-  result = pretrain.run(config, args.workdir)
+  result = pretrain.run(config, workdir)
   print("RESULT " + json.dumps({"step": result["step"], "eval": result["eval"]}), flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -32,10 +32,10 @@ from albert_jax.train import warm_start
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from test_checkpoint_restore import garble  # noqa: E402
-from test_convert import official_names, tf_shape, write_tf_checkpoint  # noqa: E402
-from test_hf_parity import hf_outputs, inputs, our_outputs, random_params  # noqa: E402
-from trainer_fixtures import tiny_config  # noqa: E402
+from tests.test_checkpoint_restore import garble  # noqa: E402
+from tests.test_convert import official_names, tf_shape, write_tf_checkpoint  # noqa: E402
+from tests.test_hf_parity import hf_outputs, inputs, our_outputs, random_params  # noqa: E402
+from tests.trainer_fixtures import tiny_config  # noqa: E402
 
 VOCAB = 4000  # the session SentencePiece fixture's size
 TF_CONFIG = dict(vocab_size=VOCAB, embedding_size=8, hidden_size=16, num_hidden_layers=1,

@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tf = pytest.importorskip("tensorflow")
 
-from test_hf_parity import (TASK_CONFIG, assert_close, hf_model, hf_outputs, inputs,  # noqa: E402
-                             our_outputs, random_params)
+from tests.test_hf_parity import (  # noqa: E402
+    TASK_CONFIG, assert_close, hf_model, hf_outputs, inputs, our_outputs, random_params)
 
 SMALL = dict(num_hidden_groups=2, inner_group_num=2, embedding_size=8, hidden_size=16,
              num_hidden_layers=4)

@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 from albert_jax import config_utils
 from albert_jax.data import demo_data  # noqa: E402
 from albert_jax.data import create_pretraining_data, pipeline, tokenization  # noqa: E402
-from data_fixtures import CORPUS, REPO  # noqa: E402
+from tests.data_fixtures import CORPUS, REPO  # noqa: E402
 
 
 @pytest.fixture

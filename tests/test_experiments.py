@@ -9,12 +9,10 @@ import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "experiments"))
+from experiments import params_table
+from experiments import sweeps
 
-import params_table  # noqa: E402
-import sweeps  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
 
@@ -53,7 +51,7 @@ def test_parameter_table_agrees_with_the_paper():
 
 
 def test_launcher_prints_pod_and_slurm_commands(tmp_path):
-  run = lambda *a: subprocess.run([sys.executable, "experiments/launch.py", *a], cwd=REPO,
+  run = lambda *a: subprocess.run([sys.executable, "-m", "experiments.launch", *a], cwd=REPO,
                                   capture_output=True, text=True, env=ENV, check=True).stdout
   out = run("--sweep=depth", f"--root={tmp_path}", "--mode=tpu", "--data=gs://b/train/*",
             "--spm_model=gs://b/spm.model", "--tpu=v3-512", "--zone=z")
@@ -86,7 +84,7 @@ def test_printed_commands_give_each_runs_config(tmp_path, runlocal):
   data = ["--data=gs://b/train/*", "--nsp_data=gs://b/nsp/*", "--extra_data=gs://b/extra/*"]
   for sweep in sweeps.SWEEPS.values():
     out = subprocess.run(
-        [sys.executable, "experiments/launch.py", f"--sweep={sweep.name}", f"--root={tmp_path}",
+        [sys.executable, "-m", "experiments.launch", f"--sweep={sweep.name}", f"--root={tmp_path}",
          "--mode=print", *([] if runlocal else data)] + (["--runlocal"] if runlocal else []),
         cwd=REPO, capture_output=True, text=True, env=ENV, check=True).stdout
     lines = out.strip().splitlines()
@@ -104,14 +102,14 @@ def test_launcher_refuses_runs_without_their_data(tmp_path):
   for sweep, given, missing in (("table5", "--data=/d/*", "--nsp_data"),
                                 ("table7", "--data=/d/*", "--extra_data"),
                                 ("table4", "--eval_data=/e/*", "--data")):
-    out = subprocess.run([sys.executable, "experiments/launch.py", f"--sweep={sweep}",
+    out = subprocess.run([sys.executable, "-m", "experiments.launch", f"--sweep={sweep}",
                           f"--root={tmp_path}", "--mode=print", given], cwd=REPO,
                          capture_output=True, text=True, env=ENV)
     assert out.returncode != 0 and f"give {missing}" in out.stderr, out.stderr[-2000:]
 
 
 def test_an_interrupted_local_run_is_not_marked_done(tmp_path, monkeypatch):
-  import launch  # pylint: disable=g-import-not-at-top
+  from experiments import launch  # pylint: disable=g-import-not-at-top
   from albert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
   sweep = sweeps.get_sweep("table4")
   run = sweep.runs[0]
@@ -132,7 +130,7 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
           "training.checkpoint_every_steps=4", "optimizer.warmup_steps=1",
           "data.spm_vocab_size=1000", "model.vocab_size=1000",
           f"data.corpus={corpus}/tutorial.txt", f"data.eval_corpus={corpus}/faq.txt"]
-  launch = [sys.executable, "experiments/launch.py", "--sweep=table4", f"--root={tmp_path}",
+  launch = [sys.executable, "-m", "experiments.launch", "--sweep=table4", f"--root={tmp_path}",
             "--runlocal"] + [f"--set={s}" for s in sets]
   first = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -146,7 +144,7 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
     (tmp_path / "table4" / "E128_all" / "finetune" / task).mkdir(parents=True)
     (tmp_path / "table4" / "E128_all" / "finetune" / task / "metrics.json").write_text(
         json.dumps({"best": {"metrics": metrics}}))
-  out = subprocess.run([sys.executable, "experiments/collect.py", "--sweep=table4",
+  out = subprocess.run([sys.executable, "-m", "experiments.collect", "--sweep=table4",
                         f"--root={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=ENV)
   assert out.returncode == 0, out.stderr[-3000:]
   table = open(tmp_path / "table4" / "table4.md").read()
@@ -161,7 +159,7 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
 
 
 def test_speedup_smoke():
-  out = subprocess.run([sys.executable, "experiments/speedup.py", "--runlocal", "--seq=32",
+  out = subprocess.run([sys.executable, "-m", "experiments.speedup", "--runlocal", "--seq=32",
                         "--batch=4", "--timed_steps=1", "--models=bert_large,albert_base"],
                        cwd=REPO, capture_output=True, text=True, env=ENV)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -169,7 +167,7 @@ def test_speedup_smoke():
 
 
 def test_bench_train_speed_breakdown_on_a_two_device_mesh():
-  out = subprocess.run([sys.executable, "experiments/bench_train.py", "speed",
+  out = subprocess.run([sys.executable, "-m", "experiments.bench_train", "speed",
                         "--config=configs/pretrain.py:size=base,runlocal", "--steps=1",
                         "--breakdown"], cwd=REPO, capture_output=True, text=True,
                        env=dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
@@ -181,7 +179,7 @@ def test_bench_train_speed_breakdown_on_a_two_device_mesh():
 
 
 def test_bench_train_speed_has_a_row_per_attention_implementation():
-  out = subprocess.run([sys.executable, "experiments/bench_train.py", "speed",
+  out = subprocess.run([sys.executable, "-m", "experiments.bench_train", "speed",
                         "--config=configs/pretrain.py:size=tiny,runlocal", "--steps=1",
                         "--attention_impls=auto,dot_product_attention"], cwd=REPO,
                        capture_output=True, text=True, env=ENV)
@@ -194,7 +192,7 @@ def test_bench_train_speed_has_a_row_per_attention_implementation():
 
 
 def test_step_parts_count_the_encoders_flops():
-  import step_parts  # pylint: disable=g-import-not-at-top
+  from experiments import step_parts  # pylint: disable=g-import-not-at-top
   from albert_jax.train import metrics  # pylint: disable=g-import-not-at-top
   from albert_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from albert_jax.interop import convert
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Orbax checkpoints are written by every process (each saves the shards it holds).
 EVERY_PROCESS = ("checkpoints/", "best/params")
 
@@ -25,9 +25,9 @@ def free_port() -> int:
 
 def launch(**spec) -> subprocess.Popen:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  return subprocess.Popen([sys.executable, os.path.join(HERE, "finetune_worker.py"),
-                           json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env)
+  return subprocess.Popen([sys.executable, "-m", "tests.finetune_worker", json.dumps(spec)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=REPO)
 
 
 def finish(procs) -> list[dict]:

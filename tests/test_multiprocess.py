@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from test_trainer import run_steps
-from trainer_fixtures import synthetic_batch, tiny_config
+from tests.test_trainer import run_steps
+from tests.trainer_fixtures import synthetic_batch, tiny_config
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port():
@@ -27,9 +27,9 @@ def test_two_processes_match_one(tmp_path):
     pytest.skip("needs 4 (fake) devices for the single-process reference")
   port = free_port()
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"),
-                             str(port), str(i), "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+  procs = [subprocess.Popen([sys.executable, "-m", "tests.multiprocess_worker", str(port), str(i),
+                             "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
            for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (out, err) in zip(procs, outs):

@@ -9,7 +9,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from albert_jax.data import masking, pipeline, pretraining_data, records, tokenization  # noqa: E402
-from data_fixtures import MAX_PREDICTIONS, SEQ_LEN  # noqa: E402
+from tests.data_fixtures import MAX_PREDICTIONS, SEQ_LEN  # noqa: E402
 
 COMMON = dict(max_seq_length=SEQ_LEN, max_predictions_per_seq=MAX_PREDICTIONS)
 

@@ -40,14 +40,13 @@ def jsonl(text):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, static_records, spm_model):
   """A tiny model pretrained for a few steps: its workdir, its config file, a converted copy."""
-  from trainer_fixtures import tiny_config  # pylint: disable=g-import-not-at-top
+  from tests.trainer_fixtures import tiny_config  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("pretrained")
   config = tiny_config(str(static_records / "*.tfrecord"), total_steps=4,
                        checkpoint_every_steps=4)
   pretrain.run(config, str(root / "workdir"))
   config_file = root / "tiny.py"
-  config_file.write_text(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n"
-                         "from trainer_fixtures import tiny_config\n\n\n"
+  config_file.write_text("from tests.trainer_fixtures import tiny_config\n\n\n"
                          "def get_config(arg=None):\n  return tiny_config()\n")
   loaded = predict.load(str(root / "workdir"), config=predict.load_config_file(str(config_file)),
                         spm_model=spm_model)

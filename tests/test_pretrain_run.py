@@ -13,15 +13,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One process, one device: the runs here are about the loop, not sharding.
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
 
 
 def driver(workdir, records, *extra, check=True):
-  cmd = [sys.executable, os.path.join(HERE, "pretrain_driver.py"), str(workdir),
-         str(records / "*.tfrecord"), *extra]
+  cmd = [sys.executable, "-m", "tests.pretrain_driver", str(workdir), str(records / "*.tfrecord"),
+         *extra]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
   if check and proc.returncode != 0:
     raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -60,7 +59,7 @@ def test_resume_after_sigkill_is_exact(tmp_path, static_records, straight):
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, static_records):
-  cmd = [sys.executable, os.path.join(HERE, "pretrain_driver.py"), str(tmp_path),
+  cmd = [sys.executable, "-m", "tests.pretrain_driver", str(tmp_path),
          str(static_records / "*.tfrecord"), "--set", "training.total_steps=100000",
          "--set", "training.checkpoint_every_steps=100000"]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -189,7 +188,7 @@ def test_demo_config_through_main(tmp_path):
   # The Quickstart's next step: the workdir exported to Hugging Face, as it is, loads in
   # transformers and computes what the run's own parameters do.
   transformers = pytest.importorskip("transformers")
-  from test_hf_parity import hf_outputs, inputs, our_outputs  # pylint: disable=g-import-not-at-top
+  from tests.test_hf_parity import hf_outputs, inputs, our_outputs  # pylint: disable=g-import-not-at-top
   from albert_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   out = tmp_path / "hf"
   proc = subprocess.run([sys.executable, "-m", "albert_jax.convert", f"--checkpoint={tmp_path}",

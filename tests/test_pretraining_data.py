@@ -12,7 +12,7 @@ import pytest
 
 from albert_jax.data import create_pretraining_data as cpd
 from albert_jax.data import masking, pretraining_data, records, sources, tokenization
-from data_fixtures import MAX_PREDICTIONS, SEQ_LEN, make_records
+from tests.data_fixtures import MAX_PREDICTIONS, SEQ_LEN, make_records
 
 CLS, SEP, MASK, PAD = 2, 3, 4, 0
 

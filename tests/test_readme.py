@@ -76,7 +76,7 @@ def test_docs_hf_example(tmp_path, monkeypatch):
 
 def test_docs_tf_example(tmp_path, monkeypatch):
   pytest.importorskip("transformers")  # test_convert's helpers import it
-  from test_convert import official_names, tf_shape, write_tf_checkpoint  # pylint: disable=g-import-not-at-top
+  from tests.test_convert import official_names, tf_shape, write_tf_checkpoint  # pylint: disable=g-import-not-at-top
   cfg = dict(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=12,
              num_attention_heads=4, intermediate_size=20, max_position_embeddings=16,
              hidden_act="gelu")

@@ -10,7 +10,7 @@ from albert_jax.train import finetune
 from albert_jax.tasks import seqeval as sm
 from albert_jax import tasks as tasks_lib
 from albert_jax.tasks import tagging
-import test_finetune
+from tests import test_finetune
 
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 

@@ -10,7 +10,7 @@ from albert_jax.train import partitioning
 from albert_jax.train import pretrain
 from albert_jax.train import step as trainer
 from albert_jax.train import warm_start
-from trainer_fixtures import synthetic_batch, tiny_config
+from tests.trainer_fixtures import synthetic_batch, tiny_config
 
 
 def run_steps(config, devices, batches):

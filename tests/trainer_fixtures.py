@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from albert_jax import config_utils
-from albert_jax.train import pretrain
+from experiments import step_parts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pretrain_config = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"), "pretrain")
@@ -42,4 +42,4 @@ def tiny_config(train_files: str = "", **training):
 
 def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
   """A random global batch with the official feature names and about 20% padded predictions."""
-  return pretrain.synthetic_batch(config, seed, padded_predictions=0.2)
+  return step_parts.synthetic_batch(config, seed, padded_predictions=0.2)

@@ -27,7 +27,6 @@ pipeline's file interleave and shuffle buffer do the mixing across units.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import itertools
@@ -41,6 +40,9 @@ import threading
 import time
 from collections.abc import Sequence
 
+from absl import flags
+
+from albert_jax import command_line
 from albert_jax.data import masking, pretraining_data, records, sources, tokenization
 
 SUMMARY_FILE = "summary.json"
@@ -333,61 +335,68 @@ def _summarize(settings: Settings, all_stats: list[UnitStats], inputs: Sequence[
   }
 
 
-def _build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m albert_jax.data.create_pretraining_data",
-                              description=__doc__.split("\n\n")[0])
-  b = tokenization._parse_bool  # noqa: SLF001  (shared true/false parser)
-  src = p.add_argument_group("input (exactly one of --input / --tfds_name)")
-  src.add_argument("--input", help="comma-separated globs of text files: one sentence per line, "
-                   "a blank line between documents")
-  src.add_argument("--tfds_name", help="a tfds text dataset, e.g. wikipedia/20230601.en")
-  src.add_argument("--tfds_split", default="train")
-  src.add_argument("--tfds_text_field", default="text", help="feature holding the document text")
-  src.add_argument("--tfds_data_dir", default=None)
-  src.add_argument("--tfds_num_shards", type=int, default=256,
-                   help="work units (= output files) the tfds split is cut into")
-  src.add_argument("--block_size_mb", type=float, default=16.0,
-                   help="text files are cut into blocks of this size: one work unit and one output "
-                        "file each; also the pool random-document segments are drawn from")
-  p.add_argument("--spm_model", required=True, help="SentencePiece .model file")
-  p.add_argument("--output", required=True, help="output directory (must not exist)")
-  p.add_argument("--overwrite", type=b, nargs="?", const=True, default=False)
-  p.add_argument("--do_lower_case", type=b, default=True)
-  p.add_argument("--keep_accents", type=b, default=False)
-  p.add_argument("--max_seq_length", type=int, default=512)
-  p.add_argument("--max_predictions_per_seq", type=int, default=20)
-  p.add_argument("--masked_lm_prob", type=float, default=0.15)
-  p.add_argument("--dupe_factor", type=int, default=40)
-  p.add_argument("--short_seq_prob", type=float, default=0.1)
-  p.add_argument("--ngram", type=int, default=3)
-  p.add_argument("--favor_shorter_ngram", type=b, default=True)
-  p.add_argument("--do_whole_word_mask", type=b, default=True)
-  p.add_argument("--random_next_sentence", type=b, default=False,
-                 help="NSP instead of SOP (the paper's ablation)")
-  p.add_argument("--single_segment_negatives", default="random_document",
-                 choices=pretraining_data.SINGLE_SEGMENT_NEGATIVES,
-                 help="one-sentence chunks: pair with a random document's text, label 1 (official, "
-                      "default), or skip them (pure SOP labels)")
-  p.add_argument("--masking", default="static", choices=MASKING_MODES,
-                 help="static: masks written to the records (official); none: token-only records "
-                      "for the pipeline's dynamic masking")
-  p.add_argument("--random_seed", type=int, default=12345)
-  p.add_argument("--num_workers", type=int, default=1)
-  p.add_argument("--progress", type=b, nargs="?", const=True, default=True)
-  return p
+PROG = "python -m albert_jax.data.create_pretraining_data"
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (defined only when it is parsed: `command_line.parse`)."""
+  fv = {"flag_values": flag_values}
+  # Input: exactly one of --input and --tfds_name.
+  flags.DEFINE_string("input", None, "comma-separated globs of text files: one sentence per "
+                      "line, a blank line between documents", **fv)
+  flags.DEFINE_string("tfds_name", None, "a tfds text dataset, e.g. wikipedia/20230601.en", **fv)
+  flags.DEFINE_string("tfds_split", "train", "the tfds split", **fv)
+  flags.DEFINE_string("tfds_text_field", "text", "feature holding the document text", **fv)
+  flags.DEFINE_string("tfds_data_dir", None, "tfds data directory (default: tfds's)", **fv)
+  flags.DEFINE_integer("tfds_num_shards", 256, "work units (= output files) the tfds split is "
+                       "cut into", **fv)
+  flags.DEFINE_float("block_size_mb", 16.0, "text files are cut into blocks of this size: one "
+                     "work unit and one output file each; also the pool random-document segments "
+                     "are drawn from", **fv)
+  flags.DEFINE_string("spm_model", None, "SentencePiece .model file (required)", **fv)
+  flags.DEFINE_string("output", None, "output directory, must not exist (required)", **fv)
+  flags.DEFINE_bool("overwrite", False, "replace an existing --output", **fv)
+  flags.DEFINE_bool("do_lower_case", True, "lower-case the text", **fv)
+  flags.DEFINE_bool("keep_accents", False, "keep combining marks", **fv)
+  flags.DEFINE_integer("max_seq_length", 512, "tokens per instance", **fv)
+  flags.DEFINE_integer("max_predictions_per_seq", 20, "masked positions per instance", **fv)
+  flags.DEFINE_float("masked_lm_prob", 0.15, "share of tokens masked", **fv)
+  flags.DEFINE_integer("dupe_factor", 40, "passes over the input, each masked anew", **fv)
+  flags.DEFINE_float("short_seq_prob", 0.1, "share of instances with a shorter target length",
+                     **fv)
+  flags.DEFINE_integer("ngram", 3, "longest masked n-gram", **fv)
+  flags.DEFINE_bool("favor_shorter_ngram", True, "n-gram lengths drawn with probability 1/n", **fv)
+  flags.DEFINE_bool("do_whole_word_mask", True, "mask whole words", **fv)
+  flags.DEFINE_bool("random_next_sentence", False, "NSP instead of SOP (the paper's ablation)",
+                    **fv)
+  flags.DEFINE_enum("single_segment_negatives", "random_document",
+                    list(pretraining_data.SINGLE_SEGMENT_NEGATIVES), "one-sentence chunks: pair "
+                    "with a random document's text, label 1 (official, default), or skip them "
+                    "(pure SOP labels)", **fv)
+  flags.DEFINE_enum("masking", "static", list(MASKING_MODES), "static: masks written to the "
+                    "records (official); none: token-only records for the pipeline's dynamic "
+                    "masking", **fv)
+  flags.DEFINE_integer("random_seed", 12345, "seed of every draw", **fv)
+  flags.DEFINE_integer("num_workers", 1, "processes (this one included)", **fv)
+  flags.DEFINE_bool("progress", True, "print progress to stderr", **fv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = _build_parser()
-  args = parser.parse_args(argv)
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  command_line.no_positional(positional, PROG)
+  missing = [f"--{name}" for name in ("spm_model", "output") if not args[name].value]
+  if missing:
+    command_line.usage_error(f"give {' and '.join(missing)}.")
   if bool(args.input) == bool(args.tfds_name):
-    parser.error("give exactly one of --input and --tfds_name.")
+    command_line.usage_error("give exactly one of --input and --tfds_name.")
   if args.dupe_factor < 1:
-    parser.error(f"--dupe_factor={args.dupe_factor}: must be >= 1.")
+    command_line.usage_error(f"--dupe_factor={args.dupe_factor}: must be >= 1.")
   if args.num_workers < 1:
-    parser.error(f"--num_workers={args.num_workers}: must be >= 1.")
+    command_line.usage_error(f"--num_workers={args.num_workers}: must be >= 1.")
   if os.path.exists(args.output) and not args.overwrite:
-    parser.error(f"--output={args.output} already exists; pass --overwrite to replace it.")
+    command_line.usage_error(f"--output={args.output} already exists; pass --overwrite to "
+                             "replace it.")
   try:
     tokenizer = tokenization.SentencePieceTokenizer(
         args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents)
@@ -401,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ngram=args.ngram)
   except (tokenization.TokenizerError, ValueError) as e:
     flag = "--spm_model" if isinstance(e, tokenization.TokenizerError) else "--" + str(e).split("=")[0]
-    parser.error(f"{flag}: {e}")
+    command_line.usage_error(f"{flag}: {e}")
   settings = Settings(
       spm_model=args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents,
       instance=instance, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
@@ -433,4 +442,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  command_line.run(main)

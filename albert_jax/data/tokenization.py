@@ -24,16 +24,17 @@ Command line:
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
+from absl import flags as absl_flags
 import numpy as np
 import sentencepiece as spm
+
+from albert_jax import command_line
 
 SPIECE_UNDERLINE = "\u2581"
 PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
@@ -231,29 +232,48 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
   return output_prefix + ".model"
 
 
+PROG = "python -m albert_jax.data.tokenization"
+COMMANDS = ("train",)
+
+
+def define_flags(flag_values: absl_flags.FlagValues) -> None:
+  """The flags of `train` (defined only when the command line is parsed: `command_line.parse`)."""
+  absl_flags.DEFINE_string("input", None, "comma-separated globs of text files (required)",
+                           flag_values=flag_values)
+  absl_flags.DEFINE_string("output", None, "output prefix, writes PREFIX.model and "
+                           "PREFIX.vocab (required)", flag_values=flag_values)
+  absl_flags.DEFINE_integer("vocab_size", 30000, "pieces in the vocabulary",
+                            flag_values=flag_values)
+  absl_flags.DEFINE_integer("input_sentence_size", OFFICIAL_TRAINER_FLAGS["input_sentence_size"],
+                            "sentences sampled for training", flag_values=flag_values)
+  absl_flags.DEFINE_float("character_coverage", OFFICIAL_TRAINER_FLAGS["character_coverage"],
+                          "share of characters the vocabulary covers", flag_values=flag_values)
+  absl_flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe", "char", "word"],
+                         "SentencePiece model type", flag_values=flag_values)
+  absl_flags.DEFINE_bool("do_lower_case", True, "lower-case the text", flag_values=flag_values)
+  absl_flags.DEFINE_bool("keep_accents", False, "keep combining marks", flag_values=flag_values)
+  absl_flags.DEFINE_integer("seed", 12345, "SentencePiece's sampling seed",
+                            flag_values=flag_values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m albert_jax.data.tokenization",
-                                   description="ALBERT SentencePiece tools.")
-  sub = parser.add_subparsers(dest="command", required=True)
-  train = sub.add_parser("train", help="train a SentencePiece model with the official ALBERT flags")
-  train.add_argument("--input", required=True, help="comma-separated globs of text files")
-  train.add_argument("--output", required=True, help="output prefix (writes PREFIX.model/.vocab)")
-  train.add_argument("--vocab_size", type=int, default=30000)
-  train.add_argument("--input_sentence_size", type=int,
-                     default=OFFICIAL_TRAINER_FLAGS["input_sentence_size"])
-  train.add_argument("--character_coverage", type=float,
-                     default=OFFICIAL_TRAINER_FLAGS["character_coverage"])
-  train.add_argument("--model_type", default="unigram", choices=["unigram", "bpe", "char", "word"])
-  train.add_argument("--do_lower_case", type=_parse_bool, default=True)
-  train.add_argument("--keep_accents", type=_parse_bool, default=False)
-  train.add_argument("--seed", type=int, default=12345)
-  args = parser.parse_args(argv)
+  """`PROG train --input=... --output=PREFIX`; `argv`: the arguments after the program name
+  (None: this process's)."""
+  args, commands = command_line.parse(define_flags, argv, prog=PROG,
+                                      doc="ALBERT SentencePiece tools.\n\n    " + PROG
+                                      + " train --input=GLOBS --output=PREFIX [--vocab_size=N]")
+  if list(commands) != ["train"]:
+    command_line.usage_error(f"give one command, one of {list(COMMANDS)} (got {list(commands)})")
+  missing = [f"--{name}" for name in ("input", "output") if not args[name].value]
+  if missing:
+    command_line.usage_error(f"train needs {' and '.join(missing)}")
   try:
     files = expand_globs(args.input)
   except FileNotFoundError as e:
-    parser.error(str(e))
+    command_line.usage_error(str(e))
   if args.vocab_size < 8:
-    parser.error(f"--vocab_size={args.vocab_size}: must be at least 8 (5 special pieces + text).")
+    command_line.usage_error(f"--vocab_size={args.vocab_size}: must be at least 8 (5 special "
+                             "pieces + text).")
   path = train_model(files, args.output, vocab_size=args.vocab_size, do_lower_case=args.do_lower_case,
                      keep_accents=args.keep_accents, seed=args.seed,
                      input_sentence_size=args.input_sentence_size,
@@ -262,14 +282,5 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-def _parse_bool(value: str) -> bool:
-  lowered = value.lower()
-  if lowered in ("1", "true", "yes"):
-    return True
-  if lowered in ("0", "false", "no"):
-    return False
-  raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  command_line.run(main)

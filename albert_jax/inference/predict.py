@@ -34,19 +34,21 @@ candidate piece without "▁" joins the word before it ("word" in the output).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
 import sys
+import types
 from typing import Any, Optional, Sequence
 
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from albert_jax import command_line
 from albert_jax import fileio
 from albert_jax.train import finetune
 from albert_jax.inference.loading import InputError, Loaded, load, load_config_file
@@ -385,30 +387,52 @@ def format_text(mode: str, ex: dict, result: dict) -> list[str]:
   return [f"{result['answer']}\t{result['option']}"]
 
 
+PROG = "python -m albert_jax.predict"
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (defined only when it is parsed: `command_line.parse`)."""
+  def string(name: str, help_text: str) -> None:
+    flags.DEFINE_string(name, "", help_text, flag_values=flag_values)
+
+  string("checkpoint", "the model (required): see the module docstring for the kinds")
+  string("input", "one example per line; - = stdin")
+  string("output", "write here instead of stdout")
+  flags.DEFINE_enum("format", "text", ["text", "jsonl"], "output format",
+                    flag_values=flag_values)
+  string("config", "FILE[:ARG] the checkpoint was trained with")
+  flags.DEFINE_multi_string("set", [], "config override field=value (repeatable)",
+                            flag_values=flag_values)
+  string("spm_model", "SentencePiece model (else found as the module docstring says)")
+  string("albert_config", "albert_config.json (TF checkpoints)")
+  flags.DEFINE_bool("cased", False, "do not lower-case (cased models)", flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 32, "examples per batch", flag_values=flag_values)
+  flags.DEFINE_integer("top_k", 5, "fill-mask candidates per mask", flag_values=flag_values)
+  flags.DEFINE_integer("max_seq_length", 0, "fill-mask length limit (0: the model's)",
+                       flag_values=flag_values)
+  flags.DEFINE_bool("truncate", False, "classify/choice: cut long inputs as training does "
+                    "instead of failing", flag_values=flag_values)
+  flags.DEFINE_float("null_threshold", None, "qa (SQuAD v2): override the dev-tuned no-answer "
+                     "threshold", flag_values=flag_values)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> types.SimpleNamespace:
+  """The flags' values, `mode` (the first positional argument) and `texts` (the others)."""
+  values, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  if not positional or positional[0] not in MODES:
+    got = f"got {positional[0]!r}" if positional else "none given"
+    command_line.usage_error(f"the first argument is the mode, one of {sorted(MODES)} ({got})")
+  if not values.checkpoint:
+    command_line.usage_error("--checkpoint is required")
+  if values.batch_size < 1 or values.top_k < 1:
+    command_line.usage_error("--batch_size and --top_k must be positive")
+  return types.SimpleNamespace(**values.flag_values_dict(), mode=positional[0],
+                               texts=positional[1:])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m albert_jax.predict", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("mode", choices=sorted(MODES))
-  parser.add_argument("texts", nargs="*", help="examples (else --input or stdin)")
-  parser.add_argument("--checkpoint", required=True)
-  parser.add_argument("--input", default="", help="one example per line; - = stdin")
-  parser.add_argument("--output", default="", help="write here instead of stdout")
-  parser.add_argument("--format", choices=("text", "jsonl"), default="text")
-  parser.add_argument("--config", default="", help="FILE[:ARG] the checkpoint was trained with")
-  parser.add_argument("--set", action="append", default=[], help="config override field=value")
-  parser.add_argument("--spm_model", default="")
-  parser.add_argument("--albert_config", default="", help="albert_config.json (TF checkpoints)")
-  parser.add_argument("--cased", action="store_true", help="do not lower-case (cased models)")
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--top_k", type=int, default=5, help="fill-mask candidates per mask")
-  parser.add_argument("--max_seq_length", type=int, default=0, help="fill-mask length limit")
-  parser.add_argument("--truncate", action="store_true",
-                      help="classify/choice: cut long inputs as training does instead of failing")
-  parser.add_argument("--null_threshold", type=float, default=None,
-                      help="qa (SQuAD v2): override the dev-tuned no-answer threshold")
-  args = parser.parse_intermixed_args(argv)
-  if args.batch_size < 1 or args.top_k < 1:
-    parser.error("--batch_size and --top_k must be positive")
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  args = parse_args(argv)
   try:
     examples = [parse_example(args.mode, line, where)
                 for where, line in read_inputs(args.texts, args.input)]
@@ -444,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def cli() -> None:
   """The command line (also reached through the top-level module of the same name)."""
-  sys.exit(main())
+  command_line.run(main)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,6 +50,7 @@ import numpy as np
 from flax import traverse_util
 import flax.linen as nn
 
+from albert_jax import command_line
 from albert_jax.interop import names
 from albert_jax.interop import hf_classes
 from albert_jax.model import modeling
@@ -439,32 +441,44 @@ def _read_any(path: str, albert_config: Optional[str], allow_missing_heads: bool
   return source.model_config, source.params, source.task
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog="python -m albert_jax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  src = parser.add_mutually_exclusive_group(required=True)
-  src.add_argument("--hf_dir", help="Hugging Face ALBERT directory")
-  src.add_argument("--tf_checkpoint", help="official TF1 checkpoint prefix or TF-Hub module dir")
-  src.add_argument("--checkpoint", help="a checkpoint of any kind: a pretraining or fine-tuning "
-                   "workdir, an albert_jax checkpoint, a Hugging Face directory, an official TF "
-                   "checkpoint or TF-Hub module (see albert_jax.train.checkpoint_kinds)")
-  parser.add_argument("--albert_config", help="albert_config.json (with --tf_checkpoint, or "
-                      "--checkpoint of an official TF checkpoint without one beside it)")
-  parser.add_argument("--out_hf", help="write a Hugging Face directory here")
-  parser.add_argument("--out_checkpoint", help="write an albert_jax checkpoint here")
-  parser.add_argument("--allow_missing_heads", action="store_true",
-                      help="initialize heads absent from the source instead of failing")
-  parser.add_argument("--encoder_only", action="store_true",
-                      help="with --out_hf: write only the encoder (AlbertModel), e.g. for the "
-                      "SQuAD v2.0 head, which Hugging Face has no class for")
-  args = parser.parse_args(argv)
+PROG = "python -m albert_jax.convert"
+_SOURCES = ("hf_dir", "tf_checkpoint", "checkpoint")
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (defined only when it is parsed: `command_line.parse`)."""
+  for name, help_text in (
+      ("hf_dir", "Hugging Face ALBERT directory"),
+      ("tf_checkpoint", "official TF1 checkpoint prefix or TF-Hub module dir"),
+      ("checkpoint", "a checkpoint of any kind: a pretraining or fine-tuning workdir, an "
+                     "albert_jax checkpoint, a Hugging Face directory, an official TF checkpoint "
+                     "or TF-Hub module (see albert_jax.train.checkpoint_kinds)"),
+      ("albert_config", "albert_config.json (with --tf_checkpoint, or --checkpoint of an "
+                        "official TF checkpoint without one beside it)"),
+      ("out_hf", "write a Hugging Face directory here"),
+      ("out_checkpoint", "write an albert_jax checkpoint here")):
+    flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+  flags.DEFINE_bool("allow_missing_heads", False, "initialize heads absent from the source "
+                    "instead of failing", flag_values=flag_values)
+  flags.DEFINE_bool("encoder_only", False, "with --out_hf: write only the encoder (AlbertModel), "
+                    "e.g. for the SQuAD v2.0 head, which Hugging Face has no class for",
+                    flag_values=flag_values)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  command_line.no_positional(positional, PROG)
+  given = [f"--{name}" for name in _SOURCES if args[name].value]
+  if len(given) != 1:
+    command_line.usage_error("give exactly one of --hf_dir, --tf_checkpoint and --checkpoint"
+                             + (f" (got {' and '.join(given)})" if given else ""))
   if not (args.out_hf or args.out_checkpoint):
-    parser.error("give --out_hf and/or --out_checkpoint")
+    command_line.usage_error("give --out_hf and/or --out_checkpoint")
   if args.tf_checkpoint and not args.albert_config:
-    parser.error("--tf_checkpoint needs --albert_config")
+    command_line.usage_error("--tf_checkpoint needs --albert_config")
   if args.encoder_only and not args.out_hf:
-    parser.error("--encoder_only applies to --out_hf")
+    command_line.usage_error("--encoder_only applies to --out_hf")
   task = None
   if args.hf_dir:
     config, params = load_hf(args.hf_dir, allow_missing_heads=args.allow_missing_heads)
@@ -484,7 +498,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def cli() -> None:
   """The command line (also reached through the top-level module of the same name)."""
-  main()
+  command_line.run(main)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,6 @@ from ml_collections import config_flags
 from albert_jax.model import modeling
 from albert_jax.model.config import PAPER_PARAMS, PRESETS, preset
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (configs/model.py)",
-                                          lock_config=False)
-_HEADS = flags.DEFINE_bool("heads", False, "also count the MLM and SOP pretraining heads")
-
 # Where the architecture and the paper's figure disagree beyond rounding, say why.
 NOTES = {
     "albert_xlarge": "58.7M (59.0M with the pretraining heads); the paper says 60M here and 59M "
@@ -50,16 +46,26 @@ def table(heads: bool = False) -> list[tuple[str, int, float | None, str]]:
   return rows
 
 
+def define_flags() -> None:
+  """--config and --heads (defined only when run as a program, so importing defines none)."""
+  config_flags.DEFINE_config_file("config", None, "model config file (configs/model.py)",
+                                  lock_config=False)
+  flags.DEFINE_bool("heads", False, "also count the MLM and SOP pretraining heads")
+
+
 def main(argv):
-  del argv
-  if _CONFIG.value is not None:
-    print(f"{count_params(_CONFIG.value, _HEADS.value):,} parameters")
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config, heads = flags.FLAGS.config, flags.FLAGS.heads
+  if config is not None:
+    print(f"{count_params(config, heads):,} parameters")
     return
   print(f"{'preset':<16}{'ours':>16}{'ours (M)':>10}{'paper':>8}  note")
-  for name, n, paper, note in table(_HEADS.value):
+  for name, n, paper, note in table(heads):
     paper_s = f"{paper / 1e6:.0f}M" if paper else "-"
     print(f"{name:<16}{n:>16,}{n / 1e6:>9.1f}M{paper_s:>8}  {note}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -18,7 +18,6 @@ Command line: a markdown table of the metrics JSONs of fine-tuning runs:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import json
@@ -27,7 +26,10 @@ import string
 import sys
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from absl import flags
 import numpy as np
+
+from albert_jax import command_line
 
 # ----------------------------------------------------------------------------------------------
 # Classification and regression.
@@ -330,20 +332,29 @@ def markdown_table(runs: Iterable[Mapping[str, Any]]) -> str:
   return "\n".join([header] + rows) + "\n"
 
 
+PROG = "python -m albert_jax.tasks.metrics"
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (defined only when it is parsed: `command_line.parse`)."""
+  flags.DEFINE_string("output", None, "write the table here instead of stdout",
+                      flag_values=flag_values)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m albert_jax.tasks.metrics",
-                                   description="Markdown table of fine-tuning metrics JSONs.")
-  parser.add_argument("patterns", nargs="+", help="metrics.json files or globs")
-  parser.add_argument("--output", help="write the table here instead of stdout")
-  args = parser.parse_args(argv)
-  files = sorted({f for p in args.patterns for f in (glob.glob(p) or [p])})
+  """`PROG PATTERN... [--output=FILE]`: the markdown table of the metrics JSONs (files or globs);
+  `argv`: the arguments after the program name (None: this process's)."""
+  args, patterns = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  if not patterns:
+    command_line.usage_error("give one or more metrics.json files or globs")
+  files = sorted({f for p in patterns for f in (glob.glob(p) or [p])})
   runs = []
   for path in files:
     try:
       with open(path) as f:
         runs.append(json.load(f))
     except (OSError, json.JSONDecodeError) as e:
-      parser.error(f"cannot read metrics file {path!r}: {e}")
+      command_line.usage_error(f"cannot read metrics file {path!r}: {e}")
   table = markdown_table(runs)
   if args.output:
     with open(args.output, "w") as f:
@@ -354,4 +365,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  command_line.run(main)

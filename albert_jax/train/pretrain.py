@@ -134,26 +134,6 @@ def _batch_shapes(config: ml_collections.ConfigDict, batch: int) -> dict[str, tu
           "masked_lm_weights": (batch, p), "next_sentence_labels": (batch,)}
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0,
-                    padded_predictions: float = 0.0) -> dict[str, np.ndarray]:
-  """A random global batch of the config's shapes, with the official feature names.
-
-  For benchmarks and tests: the second segment starts mid-sequence, and about a
-  `padded_predictions` fraction of the prediction slots are padding (weight 0).
-  """
-  rng = np.random.default_rng(seed)
-  b, s = config.training.global_batch_size, config.data.max_seq_length
-  p, vocab = config.data.max_predictions_per_seq, config.model.vocab_size
-  weights = (rng.random((b, p)) >= padded_predictions).astype(np.float32)
-  return {"input_ids": rng.integers(5, vocab, (b, s)).astype(np.int32),
-          "input_mask": np.ones((b, s), np.int32),
-          "segment_ids": (np.arange(s)[None] > s // 2).astype(np.int32).repeat(b, 0),
-          "masked_lm_positions": rng.integers(1, s, (b, p)).astype(np.int32),
-          "masked_lm_ids": rng.integers(5, vocab, (b, p)).astype(np.int32),
-          "masked_lm_weights": weights,
-          "next_sentence_labels": rng.integers(0, 2, (b,)).astype(np.int32)}
-
-
 def build_objective(config: ml_collections.ConfigDict) -> tuple[nn.Module, trainer.Objective]:
   model = modeling.AlbertForPreTraining(config.model)
 
