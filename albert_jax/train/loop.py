@@ -176,6 +176,15 @@ def _evaluate(hooks: Hooks, writer: metrics_lib.Writer, state, step: int) -> dic
   return values
 
 
+def _compile(job: Job, shardings: Any, state: trainer.TrainState, batch: Mapping[str, jax.Array]):
+  """The train step compiled ahead of time for these arguments; its memory line (process 0)."""
+  compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
+                                  batch, job.rng)
+  if jax.process_index() == 0:
+    print(trainer.describe_memory(compiled), flush=True)
+  return compiled
+
+
 def train(job: Job, hooks: Hooks, workdir: str) -> Result:
   """Runs (or resumes) the job's training in `workdir` (local or gs://) to
   `training.total_steps`, or until a signal stops it."""
@@ -188,12 +197,9 @@ def train(job: Job, hooks: Hooks, workdir: str) -> Result:
   last_eval: dict[str, float] = {}
   with StopSignal() as stop:
     try:
-      if step < t.total_steps:
+      if step < t.total_steps:  # a finished run that is resumed compiles nothing
         batch = hooks.batch(step)
-        train_step = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules,
-                                          state, batch, job.rng)
-        if jax.process_index() == 0:
-          print(trainer.describe_memory(train_step), flush=True)
+        train_step = _compile(job, shardings, state, batch)
       start_step = step
       guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
       while step < t.total_steps:
