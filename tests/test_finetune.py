@@ -7,12 +7,14 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from albert_jax import config_utils
 from albert_jax.interop import convert
 from albert_jax.train import finetune
+from albert_jax.train import metrics as metrics_lib
 from albert_jax.model import config as model_config
 from albert_jax.tasks import metrics as task_metrics
 
@@ -71,6 +73,46 @@ def test_glue_learns_resumes_and_warm_starts(tmp_path, spm_model):
   result = finetune.run(warm, str(tmp_path / "warm"))
   assert result["head_init"] == "source"
   assert result["best"]["value"] >= first["best"]["value"] - 0.05
+
+
+def test_the_shared_loop_compiles_ahead_logs_throughput_and_saves_before_evaluating(
+    tmp_path, spm_model, capsys, monkeypatch):
+  """Fine-tuning runs pretraining's loop: the memory line of the step compiled ahead of time,
+  throughput in every train row, and the step's checkpoint saved before its evaluation (which
+  here fails; the relaunched finished run then evaluates it)."""
+  config = load_config("finetune_glue", "task=sst2,runlocal", spm_model, training__total_steps=4,
+                       training__eval_every_steps=4, training__log_every_steps=2,
+                       optimizer__warmup_steps=1)
+  workdir = tmp_path / "run"
+
+  def failing_evaluate(*args, **kwargs):
+    raise RuntimeError("evaluation failed (test)")
+
+  monkeypatch.setattr(finetune, "evaluate", failing_evaluate)
+  with pytest.raises(RuntimeError, match="evaluation failed"):
+    finetune.run(config, str(workdir))
+  out = capsys.readouterr().out
+  assert out.count("train step memory per device: arguments") == 1, out
+  assert "step 2/4" in out and "steps/s" in out and "tok/s" in out
+  assert os.path.isdir(workdir / "checkpoints" / "4")  # saved before the evaluation ran
+  assert not (workdir / "eval_history.json").exists()
+
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [2, 4]
+  batch, seq = config.training.global_batch_size, config.task.max_seq_length
+  flops = batch * metrics_lib.finetuning_flops_per_example(
+      model_config.ModelConfig.from_any(config.model), seq)
+  for row in rows:
+    speed = row["train/steps_per_sec"]
+    assert speed > 0 and row["train/tokens_per_sec"] == pytest.approx(speed * batch * seq)
+    assert row["train/tflops_per_device"] * 1e12 == pytest.approx(
+        speed * flops / jax.device_count())
+
+  monkeypatch.undo()
+  result = finetune.run(config, str(workdir))  # restores step 4, trains nothing, evaluates it
+  assert [h["step"] for h in result["history"]] == [4] and result["best"]["step"] == 4
+  assert "train step memory" not in capsys.readouterr().out  # nothing left to compile
+  assert os.path.exists(workdir / "outputs" / "SST-2.tsv")
 
 
 def test_stsb_from_hugging_face_checkpoint(tmp_path, spm_model):

@@ -7,7 +7,7 @@ With `libtpu` installed (`pip install -e '.[tpu]'`), `jax.experimental.topologie
 devices of any TPU slice without the hardware, and XLA's TPU compiler compiles for them on the
 CPU. The step compiled here is the one training runs: `pretrain.build_job` gives the mesh,
 logical-axis rules, state shardings and the jitted step (in/out shardings, donated state), exactly
-as `pretrain.run` uses them. No data is read; only the batch shapes come from the config.
+as the training loop (train/loop.py) uses them. No data is read; only the batch shapes come from the config.
 
 The report, per device: parameters, optimizer state and batch (bytes of each shard), XLA's
 temporaries and program (`memory_analysis()`), against the chip's HBM (albert_jax/plan/tpu_specs.py);
@@ -52,6 +52,7 @@ from typing import Any, Iterator, Optional, Sequence
 import jax
 import ml_collections
 
+from albert_jax.train import job as job_lib
 from albert_jax.train import metrics
 from albert_jax.train import partitioning
 from albert_jax.train import pretrain
@@ -126,7 +127,7 @@ def topology_devices(topology: str,
   return spec, list(desc.devices)
 
 
-def make_job(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> pretrain.Job:
+def make_job(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> job_lib.Job:
   """The training Job on the topology's devices (several slices: the hybrid mesh of
   partitioning.create_mesh); a mesh that cannot work is a PlanError naming the field."""
   try:
@@ -147,7 +148,7 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any])
 
 
 def check_batch(config: ml_collections.ConfigDict, mesh, num_hosts: int) -> None:
-  """pretrain.validate's batch checks, against the topology's mesh and hosts (validate itself
+  """job.validate_training's batch checks, against the topology's mesh and hosts (which itself
   builds the mesh of this machine's devices)."""
   t, dp = config.training, partitioning.data_parallel_size(mesh)
   if t.global_batch_size % dp or t.global_batch_size % num_hosts:

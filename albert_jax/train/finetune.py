@@ -1,6 +1,7 @@
 """Fine-tuning on GLUE, SQuAD v1.1/v2.0 and RACE with the official recipes, and sequence labelling
-(NER, POS); the same trainer, partitioning, optimizer and checkpoints as pretraining, with a task
-head and task data.
+(NER, POS): the task's job (model, head, loss, batches, evaluation) run in the loop that
+pretraining runs (train/loop.py: restore, ahead-of-time compilation, logging with throughput,
+save-then-evaluate, signals, the non-finite stop).
 
     python -m albert_jax.finetune --config=configs/finetune_glue.py:task=mnli --workdir=DIR \
         --config.init_from.path=CKPT --config.task.spm_model=30k-clean.model
@@ -27,7 +28,6 @@ data and feeds the rows of every global batch that its devices hold; process 0 w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any, Optional, Sequence
@@ -39,14 +39,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from albert_jax.train import checkpoints
 from albert_jax.train import distributed
 from albert_jax.train import finetune_files
+from albert_jax.train import job as job_lib
+from albert_jax.train import loop
 from albert_jax.train import metrics as metrics_lib
 from albert_jax.model import modeling
-from albert_jax.train import optim
 from albert_jax.train import partitioning
-from albert_jax.train import pretrain
 from albert_jax.train import step as trainer
 from albert_jax.train import warm_start
 from albert_jax import tasks as tasks_lib
@@ -225,37 +224,16 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, 
   return spec
 
 
-@dataclasses.dataclass
-class FinetuneJob(pretrain.Job):
-  """pretrain.Job for a task model: same train step, task-shaped batches."""
-
-  model: Any = None
-  head: str = ""
-
-  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
-    sharding = partitioning.batch_sharding(self.mesh)
-    b = self.config.training.global_batch_size
-    return {k: jax.ShapeDtypeStruct((b,) + shape, dtype, sharding=sharding)
-            for k, (shape, dtype) in batch_spec(self.config).items()}
-
-
 def build_job(config: ml_collections.ConfigDict,
-              devices: Optional[Sequence[Any]] = None) -> FinetuneJob:
-  t = config.training
-  mesh = partitioning.create_mesh(config.partitioning.mesh, devices)
+              devices: Optional[Sequence[Any]] = None) -> job_lib.Job:
+  """The Job of a fine-tuning config on `devices` (default: all of this run's devices)."""
   model, head = build_model(config)
-  shape = (1, 4, config.task.max_seq_length) if config.task.family == "race" else (
-      1, config.task.max_seq_length)
-  init_ids = jnp.zeros(shape, jnp.int32)
-  init_params = lambda rng: model.init(rng, init_ids)["params"]
-  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-  tx = optim.make_optimizer(config.optimizer, total_steps=t.total_steps,
-                            stacked_axes=optim.stacked_axes_from_params(boxed))
-  return FinetuneJob(config=config, model_config=ModelConfig.from_any(config.model), mesh=mesh,
-                     rules=config.partitioning.rules, objective=build_objective(config, model),
-                     init_params=init_params, tx=tx,
-                     learning_rate_fn=optim.make_schedule(config.optimizer, t.total_steps),
-                     rng=jax.random.PRNGKey(config.seed), model=model, head=head)
+  spec = batch_spec(config)
+  *sequences, seq_len = spec["input_ids"][0]
+  flops = metrics_lib.finetuning_flops_per_example(ModelConfig.from_any(config.model), seq_len,
+                                                   int(np.prod(sequences)))
+  return job_lib.build(config, model, build_objective(config, model), spec, flops, head=head,
+                       devices=devices)
 
 
 def resolve_model_config(config: ml_collections.ConfigDict,
@@ -274,17 +252,8 @@ _LOWER_IS_BETTER = ("mse", "task_loss")
 
 def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -> None:
   """Fails before any compilation on settings that cannot work, naming the field."""
-  t, task = config.training, config.task
-  trainer.check_loop_fields(t)
-  dp = partitioning.data_parallel_size(partitioning.create_mesh(config.partitioning.mesh))
-  for field in ("global_batch_size", "eval_batch_size"):
-    size = t[field]
-    if size % dp or size % num_processes:
-      raise ValueError(f"config field 'training.{field}'={size} must be divisible by the "
-                       f"data-parallel size {dp} and the number of processes {num_processes}")
-  if t.global_batch_size % t.microbatches or (t.global_batch_size // t.microbatches) % dp:
-    raise ValueError(f"config field 'training.microbatches'={t.microbatches}: each microbatch of "
-                     f"a {t.global_batch_size} batch must split over {dp} data-parallel devices")
+  task = config.task
+  job_lib.validate_training(config, num_processes, evaluates_batches=True)
   if task.max_seq_length > config.model.max_position_embeddings:
     raise ValueError(f"config field 'task.max_seq_length'={task.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
@@ -385,6 +354,96 @@ def warm_params(source: dict, target: Any, init_from, head: str) -> tuple[dict, 
 # ----------------------------------------------------------------------------------------------
 
 
+class _KeepBest:
+  """The evaluation history and the best parameters by `task.selection_metric` (the official
+  protocol: the best dev checkpoint of one run), kept in the workdir across resumes; and the
+  warm start from `init_from` (which decides where the task head comes from)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, files: finetune_files.RunFiles,
+               evals: list[tasks_lib.Split], source: Optional[dict], head: str):
+    self.config, self.files, self.evals, self.head = config, files, evals, head
+    self.metric = config.task.selection_metric
+    self.history: list[dict] = []
+    self.best: Optional[dict] = None
+    self.head_from = "fresh"
+    self._source = source  # the warm-start parameters (host copy), until they are used
+
+  def score(self, entry: dict) -> float:
+    return entry["metrics"][self.metric]
+
+  def restored(self, step: int, position: Optional[str]) -> Optional[int]:
+    """Reads the history up to the restored `step`; the step of its last evaluation."""
+    del position  # the train batches are a function of the step
+    self._source = None
+    self.history, self.head_from = self.files.read_history(step, self.head_from)
+    self.best = max(self.history, key=self.score) if self.history else None
+    return self.history[-1]["step"] if self.history else None
+
+  def warm_start(self, params: Any) -> Any:
+    params, self.head_from = warm_params(self._source, params, self.config.init_from, self.head)
+    self._source = None
+    return params
+
+  def after_evaluation(self, step: int, values: dict[str, float], predictions: dict,
+                       params: Any) -> None:
+    self.history.append({"step": step, "metrics": values})
+    self.files.write_history(self.metric, self.head_from, self.history)
+    if self.best is None or values[self.metric] > self.score(self.best):
+      self.best = self.history[-1]
+      self.files.save_best(self.config, params, self.best)
+      module = tasks_lib.family_module(self.config.task.family)
+      for split in self.evals:
+        self.files.write_outputs(module.write_outputs, self.config.task, split,
+                                 predictions[split.name])
+
+
+def _hooks(config: ml_collections.ConfigDict, job: job_lib.Job, train: tasks_lib.Split,
+           evals: list[tasks_lib.Split], predict_fn, keep: _KeepBest) -> loop.Hooks:
+  """The task's train batches, its evaluation on every eval split, and the best kept."""
+  t = config.training
+  # Each process passes the rows of the global batch that its devices hold.
+  rows = partitioning.host_rows(job.mesh, t.global_batch_size)
+  batch = lambda step: partitioning.global_batch(tasks_lib.train_batch(
+      train.arrays, step, t.global_batch_size, config.seed, rows), job.mesh)
+  return loop.Hooks(
+      batch=batch,
+      evaluate=lambda params: evaluate(config, predict_fn, params, evals, job.mesh, job.rules),
+      after_evaluation=keep.after_evaluation, restored=keep.restored,
+      warm_start=keep.warm_start if config.init_from.path else None,
+      checkpoint_at_evaluations=True)
+
+
+
+def _prepare(config: ml_collections.ConfigDict, files: finetune_files.RunFiles):
+  """(config, tokenizer, warm-start parameters or None): the vocabulary trained when the config
+  has none (runlocal), the architecture taken from the warm-start source, the config checked."""
+  if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
+                                                      files.workdir)
+  source_cfg, source = None, None
+  if config.init_from.path:
+    source_cfg, source = warm_start.read_source(config.init_from)
+  config = resolve_model_config(config, source_cfg)
+  tokenizer = tokenization.SentencePieceTokenizer(config.task.spm_model,
+                                                  do_lower_case=config.task.do_lower_case)
+  validate(config, tokenizer, jax.process_count())
+  return config, tokenizer, source
+
+
+def _load_splits(task: ml_collections.ConfigDict, tokenizer, files: finetune_files.RunFiles):
+  """(train, eval splits, predict splits), featurized or read from the cache."""
+  # Every process featurizes (deterministically) what is not cached; only process 0 stores it.
+  load = lambda split, is_training: tasks_lib.load_split(task, tokenizer, split, is_training,
+                                                         files.features_dir, files.is_chief)
+  train = load(task.train_split, True)
+  evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
+  check_selection_metric(task, evals)
+  # Test splits are read now so that a missing or malformed file fails before training.
+  tests = [load(s, False) for s in tasks_lib.split_list(task.predict_splits)]
+  return train, evals, tests
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) fine-tuning in `workdir` (local or gs://); returns metrics.json's contents.
 
@@ -392,128 +451,42 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   distributed.maybe_initialize(config.multihost)
   files = finetune_files.RunFiles(workdir)
-  workdir = files.workdir
-  is_chief = files.is_chief
-  if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
-                                                      workdir)
-  source_cfg, source = None, None
-  if config.init_from.path:
-    source_cfg, source = warm_start.read_source(config.init_from)
-  config = resolve_model_config(config, source_cfg)
-  task, t = config.task, config.training
-  tokenizer = tokenization.SentencePieceTokenizer(task.spm_model,
-                                                  do_lower_case=task.do_lower_case)
-  validate(config, tokenizer, jax.process_count())
-  # Every process featurizes (deterministically) what is not cached; only process 0 stores it.
-  load = lambda split, is_training: tasks_lib.load_split(task, tokenizer, split, is_training,
-                                                         files.features_dir, is_chief)
-  train = load(task.train_split, True)
-  evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
-  check_selection_metric(task, evals)
-  # Test splits are read now so that a missing or malformed file fails before training.
-  tests = [load(s, False) for s in tasks_lib.split_list(task.predict_splits)]
-
+  config, tokenizer, source = _prepare(config, files)
+  task = config.task
+  train, evals, tests = _load_splits(task, tokenizer, files)
   job = build_job(config)
-  mesh, rules = job.mesh, job.rules
-  state, shardings = job.create_state()
-  every = t.checkpoint_every_steps or t.eval_every_steps
-  ckpt = checkpoints.Checkpointer(workdir, every, t.keep_checkpoints, model_config=job.model_config)
-  history, head_from = [], "fresh"
-  restored = ckpt.restore_latest(state)
-  if restored is not None:
-    step, state, _ = restored
-    state = jax.device_put(state, shardings)
-    history, head_from = files.read_history(step, head_from)
-    logging.info("resumed from step %d", step)
-  else:
-    step = 0
-    if source is not None:
-      params, head_from = warm_params(source, state.params, config.init_from, job.head)
-      state = state.replace(params=jax.device_put(params, shardings.params))
-  source = None  # the host copy of the source is no longer needed
-
-  # Each process passes the rows of the global batch that its devices hold.
-  train_rows = partitioning.host_rows(mesh, t.global_batch_size)
-  batch_of = lambda s: partitioning.global_batch(tasks_lib.train_batch(
-      train.arrays, s, t.global_batch_size, config.seed, train_rows), mesh)
-  train_step = None  # compiled on the first step (a finished run that is resumed needs none)
+  _, shardings = job.abstract_state()
   predict_fn = jax.jit(make_predict(config, job.model),
-                       in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
-                       out_shardings=partitioning.replicated(mesh))
-  writer = metrics_lib.Writer(files.tensorboard_dir, files.jsonl_path, resumed_at=step)
-  metric = task.selection_metric
-  score = lambda h: h["metrics"][metric]
-  best = max(history, key=score) if history else None
+                       in_shardings=(shardings.params, partitioning.batch_sharding(job.mesh)),
+                       out_shardings=partitioning.replicated(job.mesh))
+  keep = _KeepBest(config, files, evals, source, job.head)
+  del source  # the keeper drops its reference once the warm start is done
+  trained = loop.train(job, _hooks(config, job, train, evals, predict_fn, keep), files.workdir)
+  if trained.step < config.training.total_steps:
+    return {"step": trained.step, "stopped": True}
+
+  # The best parameters predict the test splits.
+  params = files.restore_best(trained.state.params, trained.state_shardings.params)
   module = tasks_lib.family_module(task.family)
-
-  def evaluate_and_keep(at_step: int) -> None:
-    nonlocal best
-    values, predictions = evaluate(config, predict_fn, state.params, evals, mesh, rules)
-    history.append({"step": at_step, "metrics": values})
-    files.write_history(metric, head_from, history)
-    writer.scalars(at_step, {f"eval/{k}": v for k, v in values.items()})
-    if is_chief:
-      print(f"eval at step {at_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
-            flush=True)
-    if best is None or values[metric] > score(best):
-      best = history[-1]
-      files.save_best(config, state.params, best)
-      for split in evals:
-        files.write_outputs(module.write_outputs, task, split, predictions[split.name])
-
-  guard = trainer.NonFiniteGuard(t.max_nonfinite_steps)
-  with pretrain.StopSignal() as stop:
-    try:
-      while step < t.total_steps:
-        batch = batch_of(step)
-        if train_step is None:
-          train_step = trainer.compile_step(job.jitted_train_step(shardings), mesh, rules, state,
-                                            batch, job.rng)
-        state, step_metrics = train_step(state, batch, job.rng)
-        step += 1
-        guard.after_step(step_metrics, step)
-        if step % t.log_every_steps == 0 or step == t.total_steps:
-          values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-          writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
-          if is_chief:
-            print(metrics_lib.format_line(step, t.total_steps, values), flush=True)
-        evaluating = step % t.eval_every_steps == 0 or step == t.total_steps
-        if evaluating:
-          evaluate_and_keep(step)
-        stopping = stop.should_stop(step)
-        if evaluating or ckpt.should_save(step) or stopping:
-          guard.check(step_metrics, step)  # never save a state that should stop the run
-          ckpt.save(step, state, force=True)
-        if stopping:
-          logging.warning("stopped by signal at step %d; checkpoint saved", step)
-          return {"step": step, "stopped": True}
-    finally:
-      ckpt.close()
-      writer.close()
-
-  if best is None:  # resumed after the last step: nothing was evaluated in this process
-    evaluate_and_keep(step)
-  params = files.restore_best(state.params, shardings.params)
   predicted = {}
   for split in tests:
-    values, predictions = evaluate(config, predict_fn, params, [split], mesh, rules)
+    values, predictions = evaluate(config, predict_fn, params, [split], job.mesh, job.rules)
     predicted[split.name] = values
     files.write_outputs(module.write_outputs, task, split, predictions[split.name])
+  best, metric = keep.best, keep.metric
   result = {
       "task": task_label(task), "family": task.family, "model": config.model_name,
-      "init_from": config.init_from.path, "head_init": head_from, "workdir": workdir,
-      "metric": metric, "best": {"step": best["step"], "value": score(best),
+      "init_from": config.init_from.path, "head_init": keep.head_from, "workdir": files.workdir,
+      "metric": metric, "best": {"step": best["step"], "value": keep.score(best),
                                  "metrics": best["metrics"]},
-      "final": history[-1], "predict": predicted, "history": history,
+      "final": keep.history[-1], "predict": predicted, "history": keep.history,
       "outputs": files.list_outputs(),
       "data": {"train": train.stats, **{s.name: s.stats for s in evals + tests}},
       "config": json.loads(config.to_json_best_effort()),
   }
   files.write_metrics(result)
-  if is_chief:
-    print(f"best {metric} {score(best):.4f} at step {best['step']}; metrics: "
+  if files.is_chief:
+    print(f"best {metric} {keep.score(best):.4f} at step {best['step']}; metrics: "
           f"{files.metrics_path}", flush=True)
   return result
 

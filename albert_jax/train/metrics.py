@@ -33,14 +33,28 @@ def peak_flops_per_device(device: Any, dtype: str) -> Optional[float]:
   return PEAK_BF16_FLOPS.get(getattr(device, "device_kind", ""))
 
 
-def pretraining_flops_per_example(cfg: ModelConfig, seq_len: int, num_predictions: int) -> float:
-  """Training FLOPs (forward + backward) of one pretraining example."""
-  h, e, i, v = cfg.hidden_size, cfg.embedding_size, cfg.intermediate_size, cfg.vocab_size
+def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Forward FLOPs per token of the encoder (embedding projection, every layer's matmuls and
+  attention over `seq_len` tokens)."""
+  h, e, i = cfg.hidden_size, cfg.embedding_size, cfg.intermediate_size
   depth = cfg.num_hidden_layers * cfg.inner_group_num
   per_token_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h  # dense + QK^T and PV
-  per_token = depth * per_token_layer + (2 * e * h if cfg.has_embedding_projection else 0)
+  return depth * per_token_layer + (2 * e * h if cfg.has_embedding_projection else 0)
+
+
+def pretraining_flops_per_example(cfg: ModelConfig, seq_len: int, num_predictions: int) -> float:
+  """Training FLOPs (forward + backward) of one pretraining example."""
+  h, e, v = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size
   heads = num_predictions * (2 * h * e + 2 * e * v) + 2 * h * h + 2 * h * 2  # MLM, pooler, SOP
-  return 3.0 * (seq_len * per_token + heads)
+  return 3.0 * (seq_len * encoder_flops_per_token(cfg, seq_len) + heads)
+
+
+def finetuning_flops_per_example(cfg: ModelConfig, seq_len: int, num_sequences: int = 1) -> float:
+  """Training FLOPs (forward + backward) of one fine-tuning example of `num_sequences` sequences
+  (a multiple-choice example has one per choice): the encoder's. The task head's (2 x hidden x
+  labels per token or per sequence; for ALBERT-base under 0.1% of the encoder's) are not
+  counted."""
+  return 3.0 * num_sequences * seq_len * encoder_flops_per_token(cfg, seq_len)
 
 
 class Writer:
