@@ -23,7 +23,7 @@ VOCAB = 4000  # the session SentencePiece fixture's size
 def load_config(name, arg, spm_model, **overrides):
   """configs/<name>.py:arg for the session tokenizer; overrides as section__field=value."""
   c = config_utils.load_sibling(str(REPO / "configs" / "x.py"), name).get_config(arg)
-  c.task.spm_model = spm_model
+  c.data.spm_model = spm_model
   c.model.vocab_size = VOCAB
   for key, value in overrides.items():
     section, field = key.split("__")
@@ -192,9 +192,9 @@ def test_bad_input_fails_clearly(tmp_path, spm_model):
   with pytest.raises(ValueError, match=r"no metric 'accuracy'; it reports \['mse', 'pearson', "
                                        r"'spearman'\]"):
     finetune.run(config, str(tmp_path / "f"))
-  config = load_config("finetune_glue", "task=rte,runlocal", spm_model, task__spm_model="")
-  config.task.spm_corpus = ""
-  with pytest.raises(ValueError, match="'task.spm_model' is empty"):
+  config = load_config("finetune_glue", "task=rte,runlocal", spm_model, data__spm_model="")
+  config.data.spm_corpus = ""
+  with pytest.raises(ValueError, match="'data.spm_model' is empty"):
     finetune.run(config, str(tmp_path / "d"))
 
 

@@ -62,7 +62,7 @@ def finetuned(tmp_path_factory, spm_model, name, arg, steps=2):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(arg)
-  config.task.spm_model = spm_model
+  config.data.spm_model = spm_model
   config.model.vocab_size = VOCAB
   config.training.total_steps = steps
   config.training.eval_every_steps = steps

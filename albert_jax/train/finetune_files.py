@@ -3,7 +3,7 @@
     metrics.json        the run's summary (what `finetune.run` returns)
     eval_history.json   every evaluation so far, with the selection metric (read back on resume)
     best/               the best parameters (an albert_jax checkpoint), best_step.json, and
-                        task.json (the task config, for albert_jax.predict)
+                        task.json (the task and data config sections, for albert_jax.predict)
     outputs/            the task's prediction files (GLUE submission TSVs, SQuAD JSON, ...)
     features/           the cache of featurized splits
     metrics.jsonl, tensorboard/   metrics.Writer;   checkpoints/   checkpoints.Checkpointer
@@ -59,9 +59,12 @@ class RunFiles:
     """The new best parameters with their history entry and the task config (collective)."""
     convert.save_checkpoint(config.model, params, self.best_dir)
     self._write_json(os.path.join(self.best_dir, "best_step.json"), entry)
-    # The task beside the weights: `albert_jax.predict` featurizes and decodes with it.
-    self._write_json(os.path.join(self.best_dir, "task.json"),
-                     {"task": config.task.to_dict(), "model_name": config.model_name})
+    # The task beside the weights: `albert_jax.predict` featurizes (data: the tokenizer and the
+    # sequence length) and decodes (task) with it.
+    saved = {"task": config.task.to_dict(), "model_name": config.model_name}
+    if "data" in config:
+      saved["data"] = config.data.to_dict()
+    self._write_json(os.path.join(self.best_dir, "task.json"), saved)
 
   def restore_best(self, like: Any, shardings: Any) -> Any:
     """The best parameters, restored with the shapes of `like` onto `shardings` (collective)."""
