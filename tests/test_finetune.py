@@ -205,3 +205,15 @@ def test_command_line_rejects_unknown_task(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode != 0
   assert "config argument task='nope'" in proc.stderr
+
+
+def test_command_line_loads_a_config_by_path_from_any_directory(tmp_path):
+  # The config file imports configs/common.py by its path, wherever the command runs.
+  config = REPO / "configs" / "finetune_tagging.py"
+  proc = subprocess.run(
+      [sys.executable, "-m", "albert_jax.finetune", f"--config={config}:task=nope",
+       f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO)))
+  assert proc.returncode != 0
+  assert "config argument task='nope'" in proc.stderr
+  assert "common" not in proc.stderr
