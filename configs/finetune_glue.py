@@ -20,13 +20,9 @@ import os
 import ml_collections
 
 from albert_jax import config_utils
-from albert_jax.train import distributed
-from albert_jax.model import config as model_config
-from albert_jax.train import optim
-from albert_jax.train import partitioning
-from albert_jax.train import warm_start
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+common = config_utils.load_sibling(__file__, "common")
+
 # task: (learning rate, batch, ALBERT dropout, train steps, warmup steps, max length) — Table 14.
 TABLE_14 = {
     "cola": (1e-5, 16, 0.0, 5336, 320, 512),
@@ -44,63 +40,12 @@ GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "sts
              "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 
 
-def base_config(size="base", version=2):
-  """The sections every fine-tuning config shares (finetune_squad.py and finetune_race.py too).
-
-  size: base | large | xlarge | xxlarge | bert_base | bert_large | tiny | demo (the model that
-  configs/demo.py pretrains); version: the ALBERT release of the preset (1 or 2).
-  """
-  c = ml_collections.ConfigDict()
-  c.seed = 42                   # init of the head, dropout and data order
-  if size == "demo":
-    c.model = config_utils.load_sibling(__file__, "demo").get_config().model
-    c.model_name = "demo"       # label of the run in metrics tables
-  else:
-    name = size if size.startswith("bert_") or size == "tiny" else "albert_" + size
-    c.model = model_config.preset(name, version)
-    c.model_name = f"{name}_v{version}"
-  c.model_from_init = True      # take the architecture from init_from's model config if it has one
-  c.init_from = warm_start.default_config()  # pretrained weights (empty path: from scratch)
-  c.training = ml_collections.ConfigDict()
-  c.training.global_batch_size = 32
-  c.training.microbatches = 1   # gradient accumulation steps per update
-  c.training.total_steps = 1000
-  c.training.eval_every_steps = 100      # official: every saved checkpoint (GLUE: 100 steps)
-  c.training.eval_batch_size = 64
-  c.training.log_every_steps = 50
-  c.training.checkpoint_every_steps = 0  # train-state saves for resuming; 0 = at every eval
-  c.training.keep_checkpoints = 1
-  c.training.max_nonfinite_steps = 10    # consecutive skipped steps before the run stops
-  c.optimizer = optim.default_config()
-  c.optimizer.name = "adamw"    # official fine-tuning optimizer: AdamW without bias correction
-  c.partitioning = partitioning.default_config()
-  c.multihost = distributed.default_config()
-  return c
-
-
-def runlocal(c, fixture, version):
-  """Shrinks `c` to a tiny model on tests/fixtures/<fixture> with a corpus-trained vocabulary."""
-  dropouts = {k: c.model[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                                      "classifier_dropout_prob")}
-  c.model = model_config.preset("tiny", version)
-  c.model.update(dropouts)  # the recipe's dropouts on the tiny model
-  c.model.vocab_size = 2000
-  c.model_name = "tiny"
-  c.task.source = "files"
-  c.task.data_dir = os.path.join(REPO, "tests", "fixtures", fixture)
-  c.task.spm_corpus = os.path.join(REPO, "data", "corpus", "*.txt")
-  c.task.max_seq_length = 64
-  c.training.global_batch_size = 16
-  c.training.eval_batch_size = 16
-  c.optimizer.learning_rate = 1e-3
-
-
 def get_config(arg=None):
   args = config_utils.parse_arg(arg, task="mnli", size="base", version=2, runlocal=False)
   if args.task not in TABLE_14:
     raise ValueError(f"config argument task={args.task!r}: allowed {sorted(TABLE_14)}")
   lr, batch, dropout, steps, warmup, max_len = TABLE_14[args.task]
-  c = base_config(args.size, args.version)
+  c = common.finetune_config(args.size, args.version, max_seq_length=max_len)
   c.model.hidden_dropout_prob = dropout          # "ALBERT DR" of Table 14
   c.model.attention_probs_dropout_prob = dropout
   c.model.classifier_dropout_prob = 0.1          # official, hard-coded on the pooled output
@@ -111,10 +56,6 @@ def get_config(arg=None):
   c.task.source = "tfds"          # tfds (glue/<task>) | files (official GLUE TSVs in data_dir)
   c.task.data_dir = ""            # the task's GLUE folder, e.g. glue_data/MNLI (source=files)
   c.task.tfds_data_dir = ""       # tfds data_dir ("" = tfds default)
-  c.task.spm_model = ""           # the checkpoint's SentencePiece model (e.g. 30k-clean.model)
-  c.task.spm_corpus = ""          # train a SentencePiece model on these files if spm_model is ""
-  c.task.do_lower_case = True
-  c.task.max_seq_length = max_len
   c.task.train_split = "train"
   mnli = args.task == "mnli"
   c.task.eval_splits = "validation_matched,validation_mismatched" if mnli else "validation"
@@ -137,7 +78,7 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = warmup
 
   if args.runlocal:
-    runlocal(c, os.path.join("glue", GLUE_DIRS[args.task]), args.version)
+    common.finetune_runlocal(c, os.path.join("glue", GLUE_DIRS[args.task]), args.version)
     c.training.total_steps = 60
     c.training.eval_every_steps = 20
     c.training.log_every_steps = 20

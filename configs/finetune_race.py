@@ -12,12 +12,12 @@ import ml_collections
 
 from albert_jax import config_utils
 
-glue_config = config_utils.load_sibling(__file__, "finetune_glue")
+common = config_utils.load_sibling(__file__, "common")
 
 
 def get_config(arg=None):
   args = config_utils.parse_arg(arg, size="base", version=2, runlocal=False)
-  c = glue_config.base_config(args.size, args.version)
+  c = common.finetune_config(args.size, args.version, max_seq_length=512)
   dropout = 0.1 if args.version == 1 else 0.0
   c.model.hidden_dropout_prob = dropout      # "ALBERT DR"
   c.model.attention_probs_dropout_prob = dropout
@@ -29,10 +29,6 @@ def get_config(arg=None):
   c.task.data_dir = ""            # RACE folder with {train,dev,test}/{middle,high}/*.txt
   c.task.tfds_data_dir = ""
   c.task.levels = "middle,high"   # official high_only / middle_only = one level
-  c.task.spm_model = ""           # the checkpoint's SentencePiece model
-  c.task.spm_corpus = ""          # train a SentencePiece model on these files if spm_model is ""
-  c.task.do_lower_case = True
-  c.task.max_seq_length = 512
   c.task.max_qa_length = 128      # question+option pieces kept (the last ones)
   c.task.train_split = "train"
   c.task.eval_splits = "dev"
@@ -49,7 +45,7 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = 1000
 
   if args.runlocal:
-    glue_config.runlocal(c, "race", args.version)
+    common.finetune_runlocal(c, "race", args.version)
     c.task.max_qa_length = 24
     c.training.global_batch_size = 8
     c.training.eval_batch_size = 8

@@ -13,7 +13,7 @@ import ml_collections
 
 from albert_jax import config_utils
 
-glue_config = config_utils.load_sibling(__file__, "finetune_glue")
+common = config_utils.load_sibling(__file__, "common")
 
 # version: (learning rate, batch, train steps, warmup, max length) — Table 14.
 TABLE_14 = {"1.1": (5e-5, 48, 3649, 365, 384), "2.0": (3e-5, 48, 8144, 814, 512)}
@@ -25,7 +25,7 @@ def get_config(arg=None):
   if args.version not in TABLE_14:
     raise ValueError(f"config argument version={args.version!r}: allowed {sorted(TABLE_14)}")
   lr, batch, steps, warmup, max_len = TABLE_14[args.version]
-  c = glue_config.base_config(args.size, args.model_version)
+  c = common.finetune_config(args.size, args.model_version, max_seq_length=max_len)
   c.model.hidden_dropout_prob = 0.0          # "ALBERT DR" of Table 14
   c.model.attention_probs_dropout_prob = 0.0
   c.model.classifier_dropout_prob = 0.1      # v2.0 answerability dropout (official dropout_prob)
@@ -36,10 +36,6 @@ def get_config(arg=None):
   c.task.source = "tfds"          # tfds (squad/v<version>) | files (official JSON in data_dir)
   c.task.data_dir = ""            # folder with train-v<version>.json and dev-v<version>.json
   c.task.tfds_data_dir = ""
-  c.task.spm_model = ""           # the checkpoint's SentencePiece model
-  c.task.spm_corpus = ""          # train a SentencePiece model on these files if spm_model is ""
-  c.task.do_lower_case = True
-  c.task.max_seq_length = max_len
   c.task.doc_stride = 128         # window step over the paragraph, in pieces
   c.task.max_query_length = 64    # question pieces kept
   c.task.n_best_size = 20         # start/end candidates per window and answers kept
@@ -61,7 +57,7 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = warmup
 
   if args.runlocal:
-    glue_config.runlocal(c, "squad", args.model_version)
+    common.finetune_runlocal(c, "squad", args.model_version)
     c.task.doc_stride = 24
     c.task.max_query_length = 16
     c.training.global_batch_size = 8

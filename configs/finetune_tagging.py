@@ -21,7 +21,7 @@ import ml_collections
 
 from albert_jax import config_utils
 
-glue_config = config_utils.load_sibling(__file__, "finetune_glue")
+common = config_utils.load_sibling(__file__, "common")
 
 # tfds conll2003 `ner` and UD/xtreme_pos `upos` class names, in the tfds order.
 NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -40,7 +40,7 @@ def get_config(arg=None):
   if args.task not in TASKS:
     raise ValueError(f"config argument task={args.task!r}: allowed {sorted(TASKS)}")
   tfds_name, label_key, labels, scoring, steps, fixture = TASKS[args.task]
-  c = glue_config.base_config(args.size, args.version)
+  c = common.finetune_config(args.size, args.version, max_seq_length=128)
   c.model.hidden_dropout_prob = 0.0
   c.model.attention_probs_dropout_prob = 0.0
   c.model.classifier_dropout_prob = 0.1     # dropout on every token before the classifier
@@ -57,10 +57,6 @@ def get_config(arg=None):
   c.task.label_column = -1        # tag column; -1: last (CoNLL) or UPOS (CoNLL-U)
   c.task.labels = labels          # tag names; the classifier's outputs in this order
   c.task.scoring = scoring        # entity (conlleval P/R/F1 + accuracy) | accuracy
-  c.task.spm_model = ""           # the checkpoint's SentencePiece model
-  c.task.spm_corpus = ""          # train a SentencePiece model on these files if spm_model is ""
-  c.task.do_lower_case = True
-  c.task.max_seq_length = 128
   c.task.doc_stride = 64          # long sentences: a window of max_seq_length - 2 pieces every 64
   c.task.train_split = "train"
   c.task.eval_splits = "dev"
@@ -77,8 +73,8 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = steps // 10
 
   if args.runlocal:
-    glue_config.runlocal(c, fixture, args.version)
-    c.task.max_seq_length = 32
+    common.finetune_runlocal(c, fixture, args.version)
+    c.data.max_seq_length = 32
     c.task.doc_stride = 16
     c.training.total_steps = 60
     c.training.eval_every_steps = 20

@@ -51,8 +51,8 @@ def record_writes() -> None:
 def main() -> None:
   config = config_utils.load_sibling(os.path.join(REPO, "configs", "x.py"),
                                      "finetune_glue").get_config("task=sst2,runlocal")
-  config.task.spm_model = SPEC["spm_model"]
-  config.task.spm_corpus = SPEC["spm_corpus"]
+  config.data.spm_model = SPEC["spm_model"]
+  config.data.spm_corpus = SPEC["spm_corpus"]
   config.training.total_steps = 4
   config.training.eval_every_steps = 2
   config.training.log_every_steps = 1

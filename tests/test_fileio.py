@@ -44,8 +44,7 @@ def upload(local: pathlib.Path, uri: str) -> str:
 def glue_task(data_dir, **overrides):
   c = ml_collections.ConfigDict(dict(
       family="glue", name="mnli", source="files", data_dir=data_dir, ax_file="",
-      tfds_data_dir="", max_seq_length=32, max_train_examples=0, max_eval_examples=0,
-      spm_model=""))
+      tfds_data_dir="", max_train_examples=0, max_eval_examples=0))
   c.update(overrides)
   return c
 
@@ -98,18 +97,20 @@ def test_task_inputs_from_the_bucket(root, spm_model):
 def test_feature_cache_in_the_bucket(root, spm_model):
   spm = upload(pathlib.Path(spm_model), f"{root}/spm.model")
   data_dir = upload(FIXTURES / "glue" / "RTE", f"{root}/RTE")
-  task = glue_task(data_dir, name="rte", spm_model=spm)
+  task = glue_task(data_dir, name="rte")
+  data = ml_collections.ConfigDict(dict(spm_model=spm, max_seq_length=32))
   tok = tokenization.SentencePieceTokenizer(spm)
   cache = f"{root}/run/features"
   # Process > 0 (write_cache=False) featurizes but leaves the cache to process 0.
-  built = tasks_lib.load_split(task, tok, "validation", False, cache, write_cache=False)
+  built = tasks_lib.load_split(task, data, tok, "validation", False, cache,
+                               write_cache=False)
   assert not fileio.exists(cache)
-  built = tasks_lib.load_split(task, tok, "validation", False, cache)
+  built = tasks_lib.load_split(task, data, tok, "validation", False, cache)
   (name,) = fileio.listdir(cache)
   assert name.startswith("validation-") and name.endswith(".pkl")
   calls = []
-  key = {"task": task.to_dict(), "split": "validation", "is_training": False,
-         "spm": fileio.fingerprint(spm)}
+  key = {"task": task.to_dict(), "data": data.to_dict(), "split": "validation",
+         "is_training": False, "spm": fileio.fingerprint(spm)}
   cached = tasks_lib.cached_split(cache, key, lambda: calls.append(1))
   assert not calls and cached.meta == built.meta
   np.testing.assert_array_equal(cached.arrays["input_ids"], built.arrays["input_ids"])
@@ -124,7 +125,7 @@ def test_output_writers_write_to_the_bucket(root, spm_model):
   out = f"{root}/run/outputs"
   tok = tokenization.SentencePieceTokenizer(spm_model)
   mnli = glue_task(str(FIXTURES / "glue" / "MNLI"))
-  ax = glue.load_split(mnli, tok, "ax", False)
+  ax = glue.load_split(mnli, tok, "ax", False, 32)
   (path,) = glue.write_outputs(mnli, ax, [0, 1, 2] * 2 + [0, 1], out)
   assert path == f"{out}/AX.tsv"
   assert fileio.read_text(path).splitlines()[:3] == ["index\tprediction", "0\tentailment",
@@ -166,11 +167,11 @@ def test_run_files_in_the_bucket(root):
 
 
 def test_tokenizer_trained_into_the_bucket(root, corpus_files):
-  task = ml_collections.ConfigDict(dict(spm_corpus=",".join(corpus_files[:1])))
-  path = tasks_lib.train_tokenizer(task, 300, f"{root}/run")
+  data = ml_collections.ConfigDict(dict(spm_corpus=",".join(corpus_files[:1])))
+  path = tasks_lib.train_tokenizer(data, 300, f"{root}/run")
   assert path == f"{root}/run/spm.model"
   assert fileio.listdir(f"{root}/run") == ["spm.model", "spm.vocab"]
   assert tokenization.SentencePieceTokenizer(path).vocab_size == 300
   stamp = fileio.fingerprint(path)
-  assert tasks_lib.train_tokenizer(task, 300, f"{root}/run") == path  # reused, not retrained
+  assert tasks_lib.train_tokenizer(data, 300, f"{root}/run") == path  # reused, not retrained
   assert fileio.fingerprint(path) == stamp

@@ -25,7 +25,7 @@ VOCAB = 4000  # the session SentencePiece fixture's size
 def load_config(name, arg, spm_model, **overrides):
   """configs/<name>.py:arg for the session tokenizer; overrides as section__field=value."""
   c = config_utils.load_sibling(str(REPO / "configs" / "x.py"), name).get_config(arg)
-  c.task.spm_model = spm_model
+  c.data.spm_model = spm_model
   c.model.vocab_size = VOCAB
   for key, value in overrides.items():
     section, field = key.split("__")
@@ -99,7 +99,7 @@ def test_the_shared_loop_compiles_ahead_logs_throughput_and_saves_before_evaluat
 
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [2, 4]
-  batch, seq = config.training.global_batch_size, config.task.max_seq_length
+  batch, seq = config.training.global_batch_size, config.data.max_seq_length
   flops = batch * metrics_lib.finetuning_flops_per_example(
       model_config.ModelConfig.from_any(config.model), seq)
   for row in rows:
@@ -234,9 +234,9 @@ def test_bad_input_fails_clearly(tmp_path, spm_model):
   with pytest.raises(ValueError, match=r"no metric 'accuracy'; it reports \['mse', 'pearson', "
                                        r"'spearman'\]"):
     finetune.run(config, str(tmp_path / "f"))
-  config = load_config("finetune_glue", "task=rte,runlocal", spm_model, task__spm_model="")
-  config.task.spm_corpus = ""
-  with pytest.raises(ValueError, match="'task.spm_model' is empty"):
+  config = load_config("finetune_glue", "task=rte,runlocal", spm_model, data__spm_model="")
+  config.data.spm_corpus = ""
+  with pytest.raises(ValueError, match="'data.spm_model' is empty"):
     finetune.run(config, str(tmp_path / "d"))
 
 
@@ -247,3 +247,15 @@ def test_command_line_rejects_unknown_task(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode != 0
   assert "config argument task='nope'" in proc.stderr
+
+
+def test_command_line_loads_a_config_by_path_from_any_directory(tmp_path):
+  # The config file imports configs/common.py by its path, wherever the command runs.
+  config = REPO / "configs" / "finetune_tagging.py"
+  proc = subprocess.run(
+      [sys.executable, "-m", "albert_jax.finetune", f"--config={config}:task=nope",
+       f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO)))
+  assert proc.returncode != 0
+  assert "config argument task='nope'" in proc.stderr
+  assert "common" not in proc.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -61,7 +62,7 @@ def finetuned(tmp_path_factory, spm_model, name, arg, steps=2):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(arg)
-  config.task.spm_model = spm_model
+  config.data.spm_model = spm_model
   config.model.vocab_size = VOCAB
   config.training.total_steps = steps
   config.training.eval_every_steps = steps
@@ -139,6 +140,20 @@ def test_classify_matches_the_fine_tuning_predictions(capsys, rte, tmp_path):
   assert all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
   code, text, _ = run(capsys, "classify", "--checkpoint", rte / "best", "the plot was great .")
   assert code == 0 and text.split("\t")[0] in ("entailment", "not_entailment")
+
+
+def test_classify_reads_a_task_json_from_before_the_data_section(capsys, rte, tmp_path):
+  # Runs before data.* kept the tokenizer and length settings in their task section.
+  old = tmp_path / "best"
+  shutil.copytree(rte / "best", old)
+  saved = json.loads((old / "task.json").read_text())
+  saved["task"].update(saved.pop("data"))
+  (old / "task.json").write_text(json.dumps(saved))
+  texts = ("the plot was great .", "a dull film .")
+  outputs = [run(capsys, "classify", "--checkpoint", path, *texts, "--format", "jsonl")
+             for path in (rte / "best", old)]
+  assert outputs[0][0] == outputs[1][0] == 0
+  assert jsonl(outputs[1][1]) == jsonl(outputs[0][1])
 
 
 def test_tag_matches_the_fine_tuning_predictions(capsys, ner, tmp_path):

@@ -15,10 +15,13 @@ DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "
         "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 
 
+MAX_LEN = 32  # data.max_seq_length
+
+
 def task_config(name, **overrides):
   c = ml_collections.ConfigDict(dict(
       family="glue", name=name, source="files", data_dir=str(FIXTURES / DIRS[name]),
-      tfds_data_dir="", max_seq_length=32, max_train_examples=0, max_eval_examples=0))
+      tfds_data_dir="", max_train_examples=0, max_eval_examples=0))
   c.update(overrides)
   return c
 
@@ -69,7 +72,7 @@ def test_ax_diagnostic_split(tmp_path, spm_model):
   tok = tokenization.SentencePieceTokenizer(spm_model)
   c = task_config("mnli")  # the official layout: glue_data/MNLI beside glue_data/diagnostic
   assert glue.ax_file(c) == str(FIXTURES / "diagnostic" / "diagnostic.tsv")
-  split = glue.load_split(c, tok, "ax", False)
+  split = glue.load_split(c, tok, "ax", False, MAX_LEN)
   assert not split.has_labels and split.num_rows == 8
   assert [e.guid for e in split.meta] == [str(i) for i in range(8)]
   assert split.meta[0].text_b == "the film was not charming"
@@ -165,7 +168,8 @@ def test_outputs(tmp_path, spm_model):
       ("mnli", "test_mismatched", [2, 0], "MNLI-mm.tsv", ["contradiction", "entailment"]),
       ("stsb", "test", [4.12345, 0.5], "STS-B.tsv", ["4.123", "0.500"]),
       ("cola", "test", [1, 0], "CoLA.tsv", ["1", "0"])):
-    split_data = glue.load_split(task_config(name, max_eval_examples=2), tok, split, False)
+    split_data = glue.load_split(task_config(name, max_eval_examples=2), tok, split, False,
+                                 MAX_LEN)
     assert not split_data.has_labels
     metrics, _ = glue.evaluate(task_config(name), split_data, {"logits": np.zeros((2, 3))})
     assert metrics == {} and glue.metric_names(task_config(name), split_data) == set()
@@ -173,7 +177,7 @@ def test_outputs(tmp_path, spm_model):
     assert os.path.basename(path) == want_file
     rows = [line.split("\t") for line in open(path).read().splitlines()]
     assert rows[0] == ["index", "prediction"] and [r[1] for r in rows[1:]] == want
-  dev = glue.load_split(task_config("mrpc"), tok, "validation", False)
+  dev = glue.load_split(task_config("mrpc"), tok, "validation", False, MAX_LEN)
   logits = np.stack([1 - dev.arrays["label"], dev.arrays["label"]], -1).astype(np.float32)
   metrics, preds = glue.evaluate(task_config("mrpc"), dev, {"logits": logits})
   assert metrics == {"accuracy": 1.0, "f1": 1.0}

@@ -18,10 +18,13 @@ def tok(spm_model):
   return tokenization.SentencePieceTokenizer(spm_model)
 
 
+MAX_LEN = 48  # data.max_seq_length
+
+
 def task_config(**overrides):
   c = ml_collections.ConfigDict(dict(
       family="race", source="files", data_dir=str(FIXTURES), tfds_data_dir="",
-      levels="middle,high", max_seq_length=48, max_qa_length=16, max_train_examples=0,
+      levels="middle,high", max_qa_length=16, max_train_examples=0,
       max_eval_examples=0))
   c.update(overrides)
   return c
@@ -106,7 +109,7 @@ def test_tfds_source_and_scoring(tok, tmp_path):
                                           output_shapes=self.info.features.shape)
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-    split = race.load_split(task_config(source="tfds"), tok, "test", False)
+    split = race.load_split(task_config(source="tfds"), tok, "test", False, MAX_LEN)
   assert [e.level for e in split.meta] == ["middle", "middle", "high", "high"]
   assert split.meta[0].example_id == "high9.txt"
   logits = np.array([[0, 3, 0, 0], [2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)

@@ -22,10 +22,13 @@ def tok(spm_model):
   return tokenization.SentencePieceTokenizer(spm_model)
 
 
+MAX_LEN = 48  # data.max_seq_length
+
+
 def task_config(version="1.1", **overrides):
   c = ml_collections.ConfigDict(dict(
       family="squad", version=version, source="files", data_dir=str(FIXTURES), tfds_data_dir="",
-      max_seq_length=48, doc_stride=16, max_query_length=12, n_best_size=20,
+      doc_stride=16, max_query_length=12, n_best_size=20,
       max_answer_length=30, max_train_examples=0, max_eval_examples=0))
   c.update(overrides)
   return c
@@ -144,7 +147,8 @@ def test_tfds_source_with_mock_data(tok):
                                           output_shapes=self.info.features.shape)
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-    split = squad.load_split(task_config("2.0", source="tfds"), tok, "validation", False)
+    split = squad.load_split(task_config("2.0", source="tfds"), tok, "validation", False,
+                             MAX_LEN)
   examples, meta = split.meta
   assert len(examples) == len(rows) and len(meta) >= len(rows)
   assert sum(e.is_impossible for e in examples) == 6

@@ -18,6 +18,7 @@ import ml_collections
 
 from albert_jax import config_utils
 from albert_jax import fileio
+from albert_jax.tasks import InputError
 from albert_jax.data import tokenization
 from albert_jax.model.config import ModelConfig
 from albert_jax.train import checkpoint_kinds
@@ -27,8 +28,9 @@ from albert_jax.train import checkpoints
 _SPM_NEAR = ("data/spm.model", "spm.model", "spiece.model", "30k-clean.model")
 
 
-class InputError(ValueError):
-  """A bad example or checkpoint, reported as one clear line by the command line."""
+# Fields of the fine-tuning `data` section that runs before the pretraining names were shared kept
+# in their `task` section (read from such a run's task.json).
+_DATA_FIELDS = ("spm_model", "spm_corpus", "do_lower_case", "max_seq_length")
 
 
 @dataclasses.dataclass
@@ -39,6 +41,7 @@ class Loaded:
   model_config: ModelConfig
   params: dict
   task: Optional[ml_collections.ConfigDict]   # None: not a fine-tuned checkpoint
+  data: Optional[ml_collections.ConfigDict]   # the fine-tuning `data` section (with `task`)
   tokenizer: tokenization.SentencePieceTokenizer
   best_metrics: dict                          # best_step.json metrics (SQuAD v2 threshold)
 
@@ -69,21 +72,26 @@ def _read_json(path: str) -> Optional[dict]:
   return fileio.read_json(path) if fileio.isfile(path) else None
 
 
-def _find_task(directory: str, config) -> Optional[ml_collections.ConfigDict]:
-  """The task of a checkpoint without task.json: its run's metrics.json (with the run's config),
-  else the given config's."""
-  saved = None
-  for d in (directory, os.path.dirname(directory)):
+def _find_task(directory: str, config) -> tuple[Optional[ml_collections.ConfigDict],
+                                                Optional[ml_collections.ConfigDict]]:
+  """(task, data) sections of a fine-tuned checkpoint: task.json, the run's metrics.json or
+  `config`; (None, None) for other checkpoints."""
+  saved = _read_json(os.path.join(directory, checkpoints.TASK_FILE))
+  for d in (directory, os.path.dirname(directory)):  # else the run's metrics.json (its config)
     metrics = _read_json(os.path.join(d, "metrics.json")) if saved is None else None
     if metrics and "task" in metrics.get("config", {}):
-      saved = {"task": metrics["config"]["task"]}
+      saved = metrics["config"]
   if saved is None and config is not None and "task" in config:
-    saved = {"task": config.task.to_dict()}
-  return ml_collections.ConfigDict(saved["task"]) if saved else None
+    saved = config.to_dict()
+  if not saved:
+    return None, None
+  task = dict(saved["task"])
+  data = dict(saved.get("data") or {k: task[k] for k in _DATA_FIELDS if k in task})
+  return ml_collections.ConfigDict(task), ml_collections.ConfigDict(data)
 
 
-def _find_spm(spm_model: str, task, config, directory: str) -> str:
-  candidates = [spm_model, task.get("spm_model") if task else None,
+def _find_spm(spm_model: str, data, config, directory: str) -> str:
+  candidates = [spm_model, data.get("spm_model") if data else None,
                 config.get("data", {}).get("spm_model") if config is not None else None]
   candidates += [os.path.join(d, name) for d in (directory, os.path.dirname(directory))
                  for name in _SPM_NEAR]
@@ -112,17 +120,16 @@ def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_m
                        "file> (e.g. configs/demo.py)")
     model_config = ModelConfig.from_any(config.model)
   directory = source.directory
-  task = (ml_collections.ConfigDict(source.task) if source.task is not None
-          else _find_task(directory, config))
+  task, data = _find_task(directory, config)  # task.json keeps the data section too
   if do_lower_case is None:
-    do_lower_case = bool(task.get("do_lower_case", True)) if task else bool(
+    do_lower_case = bool(data.get("do_lower_case", True)) if data else bool(
         (config.get("data", {}) if config is not None else {}).get("do_lower_case", True))
   tokenizer = tokenization.SentencePieceTokenizer(
-      _find_spm(spm_model, task, config, directory), do_lower_case=do_lower_case)
+      _find_spm(spm_model, data, config, directory), do_lower_case=do_lower_case)
   if tokenizer.vocab_size != model_config.vocab_size:
     raise InputError(f"vocabulary mismatch: the SentencePiece model {tokenizer.model_file} has "
                      f"{tokenizer.vocab_size} pieces but the checkpoint {source.path} has "
                      f"vocab_size {model_config.vocab_size}; pass the checkpoint's --spm_model")
   best_step = _read_json(os.path.join(directory, "best_step.json")) or {}
-  return Loaded(source.path, model_config, source.params, task, tokenizer,
+  return Loaded(source.path, model_config, source.params, task, data, tokenizer,
                 best_step.get("metrics", {}))

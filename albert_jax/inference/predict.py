@@ -53,15 +53,12 @@ from albert_jax import fileio
 from albert_jax.train import finetune
 from albert_jax.inference.loading import InputError, Loaded, load, load_config_file
 from albert_jax.model import modeling
-from albert_jax.tasks import seqeval as seqeval_metrics
-from albert_jax.tasks import squad_postprocess
 from albert_jax.train import warm_start
 from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
-from albert_jax.tasks import glue, race, squad, tagging
 
-# Mode -> the task family it needs (None: the pretraining MLM head).
-MODES = {"fill-mask": None, "classify": "glue", "qa": "squad", "tag": "tagging", "choice": "race"}
+# Mode -> the task family it needs (None: the pretraining MLM head); each family names its mode.
+MODES = {"fill-mask": None, **{f.predict_mode: name for name, f in tasks_lib.families().items()}}
 _MODE_OF = {family: mode for mode, family in MODES.items() if family}
 _MASK = re.compile(re.escape(tokenization.MASK))
 
@@ -78,6 +75,8 @@ def _fit(params: dict, model: nn.Module, init_ids: jax.Array, what: str) -> dict
 @dataclasses.dataclass
 class _TaskModel:
   task: ml_collections.ConfigDict
+  family: tasks_lib.TaskFamily
+  max_seq_length: int              # the fine-tuning data.max_seq_length
   input_keys: tuple[str, ...]
   predict: Any     # jitted (params, batch) -> outputs + row
   params: dict
@@ -95,18 +94,22 @@ def _task_model(loaded: Loaded, mode: str) -> _TaskModel:
                      "--config=<the fine-tuning config>)")
   if task.family != family:
     raise InputError(f"--checkpoint {loaded.path} was fine-tuned for {task.family} "
-                     f"({finetune.task_label(task)}); use `predict {_MODE_OF.get(task.family)}`, "
-                     f"not `predict {mode}`")
+                     f"({tasks_lib.task_label(task)}); use `predict "
+                     f"{_MODE_OF.get(task.family)}`, not `predict {mode}`")
+  fam = tasks_lib.family(family)
   config = ml_collections.ConfigDict({"model": loaded.model_config.to_config_dict().to_dict(),
                                       "task": task.to_dict()})
   model, head = finetune.build_model(config)
   if head not in loaded.params:
     raise InputError(f"--checkpoint {loaded.path} has no {head!r} head for "
-                     f"{finetune.task_label(task)} (its heads: {heads})")
-  shape = (1, 4, task.max_seq_length) if family == "race" else (1, task.max_seq_length)
-  params = _fit(loaded.params, model, jnp.zeros(shape, jnp.int32),
-                f"a {finetune.task_label(task)} model")
-  return _TaskModel(task, finetune.input_keys(task),
+                     f"{tasks_lib.task_label(task)} (its heads: {heads})")
+  if not loaded.data or not loaded.data.get("max_seq_length"):
+    raise InputError(f"--checkpoint {loaded.path}: its task has no data.max_seq_length (pass "
+                     "--config=<the fine-tuning config>)")
+  length = loaded.data.max_seq_length
+  params = _fit(loaded.params, model, jnp.zeros((1,) + fam.input_shape(task, length), jnp.int32),
+                f"a {tasks_lib.task_label(task)} model")
+  return _TaskModel(task, fam, length, fam.input_keys(task),
                     jax.jit(finetune.make_predict(config, model)), params)
 
 
@@ -125,18 +128,6 @@ def _run(tm: _TaskModel, arrays: dict[str, np.ndarray], batch_size: int) -> dict
 # ----------------------------------------------------------------------------------------------
 # Modes. Each takes parsed examples (dicts) and returns one result dict per example.
 # ----------------------------------------------------------------------------------------------
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _too_long(where: str, length: int, limit: int, field: str) -> InputError:
-  return InputError(f"{where}: {length} pieces with [CLS]/[SEP] exceed the model's maximum "
-                    f"length {limit} ({field}); shorten the text" +
-                    ("" if "max_position" in field else " or pass --truncate to cut it as "
-                     "training does"))
 
 
 def _word_of(pieces: list[str], i: int) -> str:
@@ -174,8 +165,10 @@ def fill_mask(loaded: Loaded, examples: list[dict], top_k: int = 5, batch_size: 
       ids += ([tok.mask_id] if n else []) + piece_ids
     ids.append(tok.sep_id)
     if len(ids) > limit:
-      raise _too_long(ex["where"], len(ids), limit, "model config 'max_position_embeddings'"
-                      if limit == cfg.max_position_embeddings else "--max_seq_length")
+      field = ("model config 'max_position_embeddings'" if limit == cfg.max_position_embeddings
+               else "--max_seq_length")
+      raise tasks_lib.too_long(ex["where"], len(ids), limit, field,
+                               truncatable="max_position" not in field)
     sequences.append(ids)
   results = []
   for start in range(0, len(sequences), batch_size):
@@ -191,7 +184,7 @@ def fill_mask(loaded: Loaded, examples: list[dict], top_k: int = 5, batch_size: 
       positions[r, :len(m)] = m
     logits = np.asarray(apply(params, ids, mask, positions))
     for r, (s, m) in enumerate(zip(chunk, masks)):
-      probs = _softmax(logits[r, :len(m)].astype(np.float64))
+      probs = tasks_lib.softmax(logits[r, :len(m)].astype(np.float64))
       pieces = tok.convert_ids_to_tokens(s)
       filled, out = list(pieces), []
       for j, position in enumerate(m):
@@ -208,145 +201,43 @@ def fill_mask(loaded: Loaded, examples: list[dict], top_k: int = 5, batch_size: 
   return results
 
 
-def classify(loaded: Loaded, examples: list[dict], batch_size: int = 32,
-             truncate: bool = False) -> list[dict]:
-  """GLUE-style single texts or pairs -> label and probabilities (STS-B: a score)."""
-  tm = _task_model(loaded, "classify")
-  task = tm.task  # the fine-tuning config's task section: same featurization settings
-  spec, tok, limit = glue.get_task(task.name), loaded.tokenizer, task.max_seq_length
-  rows = [glue.Example(str(i), ex["text_a"], ex.get("text_b") or None, None)
-          for i, ex in enumerate(examples)]
-  for ex, a, b in zip(examples, tok.encode_batch([r.text_a for r in rows]),
-                      tok.encode_batch([r.text_b or "" for r in rows])):
-    length = len(a) + len(b) + (3 if ex.get("text_b") else 2)
-    if length > limit and not truncate:
-      raise _too_long(ex["where"], length, limit, "the task's max_seq_length")
-  arrays, _ = glue.featurize(rows, tok, limit, spec.labels is None)
-  logits = _run(tm, arrays, batch_size)["logits"]
-  if spec.labels is None:
-    return [{"score": float(x[0])} for x in logits]
-  out = []
-  for probs in _softmax(logits.astype(np.float64)):
-    best = int(probs.argmax())
-    out.append({"label": spec.labels[best], "label_index": best,
-                "probabilities": dict(zip(spec.labels, map(float, probs)))})
-  return out
+def predict_task(loaded: Loaded, mode: str, examples: list[dict], batch_size: int = 32,
+                 truncate: bool = False, null_threshold: Optional[float] = None) -> list[dict]:
+  """A fine-tuned task mode (classify, qa, tag, choice): the task family featurizes the examples
+  as in training, the model runs in batches of `batch_size`, the family decodes the outputs.
 
-
-def answer(loaded: Loaded, examples: list[dict], batch_size: int = 32,
-           null_threshold: Optional[float] = None) -> list[dict]:
-  """SQuAD: the best answer span of each question (v2: "" when the null score wins)."""
-  tm = _task_model(loaded, "qa")
-  task = tm.task
-  rows = [squad.Example(str(i), ex["question"], ex["context"], "", -1, False, ())
-          for i, ex in enumerate(examples)]
-  arrays, metas, _ = squad.featurize(rows, loaded.tokenizer, task.max_seq_length,
-                                     task.doc_stride, task.max_query_length, False)
-  if not metas:  # no paragraph aligned with its pieces (the official MISMATCH): no window
-    return [{"answer": "", "has_answer": False, "nbest": []} for _ in rows]
-  outputs = _run(tm, arrays, batch_size)
-  if task.version == "1.1":  # (a question without a valid span gets the official "empty")
-    best, nbest = squad_postprocess.v1_predictions(rows, metas, outputs["start_logits"],
-                                                   outputs["end_logits"], task.n_best_size,
-                                                   task.max_answer_length)
-    return [{"answer": best[r.qas_id], "nbest": nbest[r.qas_id][:3]} for r in rows]
-  best, null, nbest = squad_postprocess.v2_predictions(rows, metas, outputs, task.n_best_size,
-                                                       task.max_answer_length)
-  if null_threshold is None:  # the threshold tuned on dev when the best checkpoint was kept
-    tuned = [v for k, v in loaded.best_metrics.items() if k.endswith("null_score_diff_threshold")]
-    null_threshold = float(tuned[0]) if tuned else 0.0
-  out = []
-  for r in rows:
-    has = null[r.qas_id] < null_threshold and bool(best[r.qas_id])
-    out.append({"answer": best[r.qas_id] if has else "", "has_answer": has,
-                "null_score": null[r.qas_id], "null_threshold": null_threshold,
-                "nbest": nbest[r.qas_id][:3]})
-  return out
-
-
-def tag(loaded: Loaded, examples: list[dict], batch_size: int = 32) -> list[dict]:
-  """Words -> one tag each (NER also: the entities under the CoNLL rules)."""
-  tm = _task_model(loaded, "tag")
-  task = tm.task
-  names = tagging.labels(task)
-  rows = [tagging.Example(str(i), tuple(ex["words"]), None) for i, ex in enumerate(examples)]
-  arrays, metas, _ = tagging.featurize(rows, loaded.tokenizer, task.max_seq_length,
-                                       task.doc_stride)
-  predicted = tagging.decode(rows, metas, _run(tm, arrays, batch_size)["logits"])
-  out = []
-  for row, pred in zip(rows, predicted):
-    tags = [names[p] for p in pred]
-    result: dict[str, Any] = {"words": list(row.words), "tags": tags}
-    if task.scoring == "entity":
-      result["entities"] = [{"type": kind, "start": s, "end": e,
-                             "text": " ".join(row.words[s:e + 1])}
-                            for kind, s, e in seqeval_metrics.get_entities(tags)]
-    out.append(result)
-  return out
-
-
-def choose(loaded: Loaded, examples: list[dict], batch_size: int = 32,
-           truncate: bool = False) -> list[dict]:
-  """RACE-style: article + question + 4 options -> the option letter and probabilities."""
-  tm = _task_model(loaded, "choice")
-  task = tm.task
-  tok, rows = loaded.tokenizer, []
-  for ex in examples:
-    article = {"article": ex["article"], "questions": [ex["question"]],
-               "options": [ex["options"]], "answers": ["A"]}  # the answer is not used
-    try:
-      rows += race.examples_from_article(article, "unknown", tok, ex["where"])
-    except ValueError as e:
-      raise InputError(str(e)) from None
-  for ex, row in zip(examples, rows):
-    context = len(tok.encode(row.context))
-    length = context + max(len(qa) for qa in tok.encode_batch(list(row.endings))) + 3
-    if length > task.max_seq_length and not truncate:
-      raise _too_long(ex["where"], length, task.max_seq_length, "the task's max_seq_length")
-  arrays, _ = race.featurize(rows, tok, task.max_seq_length, task.max_qa_length)
-  logits = _run(tm, arrays, batch_size)["logits"]
-  out = []
-  for ex, probs in zip(examples, _softmax(logits.astype(np.float64))):
-    best = int(probs.argmax())
-    out.append({"answer": "ABCD"[best], "option": ex["options"][best],
-                "probabilities": [float(p) for p in probs]})
-  return out
+  truncate: cut inputs that training would truncate (classify, choice) instead of refusing them;
+  null_threshold: SQuAD v2's no-answer threshold (None: the one tuned on dev).
+  """
+  tm = _task_model(loaded, mode)
+  options = tasks_lib.PredictOptions(truncate=truncate, null_threshold=null_threshold,
+                                     best_metrics=loaded.best_metrics)
+  return tm.family.predict(tm.task, tm.max_seq_length, loaded.tokenizer, examples,
+                           lambda arrays: _run(tm, arrays, batch_size), options)
 
 
 # ----------------------------------------------------------------------------------------------
 # Input and output.
 # ----------------------------------------------------------------------------------------------
 
-_FIELDS = {"fill-mask": ("text",), "classify": ("text_a",), "qa": ("question", "context"),
-           "tag": (), "choice": ("article", "question", "options")}
-
-
 def parse_example(mode: str, line: str, where: str) -> dict:
   """One input line (plain text or a JSON object) -> the mode's fields, validated."""
+  fam = tasks_lib.family(MODES[mode]) if MODES[mode] else None
   stripped = line.strip()
   if stripped.startswith("{"):
     try:
       ex = json.loads(stripped)
     except json.JSONDecodeError as e:
       raise InputError(f"{where}: not a JSON object ({e})") from None
-  elif mode in ("qa", "choice"):
+  elif fam is not None and fam.plain_text_field is None:
     raise InputError(f"{where}: `{mode}` needs a JSON object with "
-                     f"{list(_FIELDS[mode])}, got plain text")
+                     f"{list(fam.predict_fields)}, got plain text")
   else:
-    ex = {"text" if mode in ("fill-mask", "tag") else "text_a": line}
-  if mode == "classify":
-    ex.setdefault("text_a", ex.get("text", ex.get("sentence1", "")))
-    ex.setdefault("text_b", ex.get("sentence2"))
-  if mode == "tag" and "words" not in ex:
-    ex["words"] = str(ex.get("text", "")).split()
-  if mode == "tag" and not all(isinstance(w, str) for w in ex["words"] or ()):
-    raise InputError(f"{where}: 'words' must be a list of strings")
-  for field in _FIELDS[mode] + (("words",) if mode == "tag" else ()):
-    value = ex.get(field)
-    if not value or (isinstance(value, str) and not value.strip()):
-      raise InputError(f"{where}: empty or missing {field!r}")
-  if mode == "choice" and (not isinstance(ex["options"], list) or len(ex["options"]) != 4):
-    raise InputError(f"{where}: 'options' must be a list of 4 options")
+    ex = {fam.plain_text_field if fam is not None else "text": line}
+  if fam is not None:
+    ex = fam.parse_predict_input(ex, where)
+  elif not str(ex.get("text") or "").strip():
+    raise InputError(f"{where}: empty or missing 'text'")
   ex["where"] = where
   return ex
 
@@ -372,19 +263,11 @@ def read_inputs(texts: Sequence[str], input_file: str) -> list[tuple[str, str]]:
 
 def format_text(mode: str, ex: dict, result: dict) -> list[str]:
   """The plain-text lines of one result."""
-  if mode == "fill-mask":
-    ranked = lambda m: " | ".join(f"{c['word'] or c['piece']} {c['probability']:.3f}"
-                                  for c in m["candidates"])
-    return [ex["text"]] + [f"  [MASK] {m['mask']}: {ranked(m)}" for m in result["masks"]]
-  if mode == "classify":
-    if "score" in result:
-      return [f"{result['score']:.3f}"]
-    return [f"{result['label']}\t{result['probabilities'][result['label']]:.3f}"]
-  if mode == "qa":
-    return [result["answer"] if result["answer"] else "<no answer>"]
-  if mode == "tag":
-    return [" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"]))]
-  return [f"{result['answer']}\t{result['option']}"]
+  if MODES[mode]:
+    return tasks_lib.family(MODES[mode]).format_prediction(ex, result)
+  ranked = lambda m: " | ".join(f"{c['word'] or c['piece']} {c['probability']:.3f}"
+                                for c in m["candidates"])
+  return [ex["text"]] + [f"  [MASK] {m['mask']}: {ranked(m)}" for m in result["masks"]]
 
 
 PROG = "python -m albert_jax.predict"
@@ -441,14 +324,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   albert_config=args.albert_config, do_lower_case=False if args.cased else None)
     if args.mode == "fill-mask":
       results = fill_mask(loaded, examples, args.top_k, args.batch_size, args.max_seq_length)
-    elif args.mode == "classify":
-      results = classify(loaded, examples, args.batch_size, args.truncate)
-    elif args.mode == "qa":
-      results = answer(loaded, examples, args.batch_size, args.null_threshold)
-    elif args.mode == "tag":
-      results = tag(loaded, examples, args.batch_size)
     else:
-      results = choose(loaded, examples, args.batch_size, args.truncate)
+      results = predict_task(loaded, args.mode, examples, args.batch_size, args.truncate,
+                             args.null_threshold)
   except (InputError, tokenization.TokenizerError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,23 +1,25 @@
-"""Fine-tuning tasks: readers (tfds or the official file formats), featurizers and batching.
+"""Fine-tuning tasks: the task-family protocol, tfds reading, the feature cache, batching.
 
-Families and their modules:
+A task family is ONE module `albert_jax/tasks/<family>.py` whose `FAMILY` object implements
+`TaskFamily` (below), found by the config field `task.family`:
 
-    glue   cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli   (glue.py: GLUE TSVs or glue/<task>)
-    squad  SQuAD v1.1 and v2.0                                   (squad.py: JSON or squad/v1.1|v2.0)
-    race   RACE middle + high                                    (race.py: JSON lines or race/<level>)
-    tagging  NER / POS: conll2003, UD, xtreme_pos               (tagging.py: CoNLL(-U) files or tfds)
+    glue     cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli (glue.py: GLUE TSVs or glue/<task>)
+    squad    SQuAD v1.1 and v2.0                                (squad.py: JSON or squad/v1.1|v2.0)
+    race     RACE middle + high                              (race.py: JSON lines or race/<level>)
+    tagging  NER / POS: conll2003, UD, xtreme_pos              (tagging.py: CoNLL(-U) files or tfds)
 
-Each family module has the same three functions, used by `albert_jax.finetune`:
+The family supplies everything that differs between tasks: reading and featurizing splits, the
+model class and the name of its head's parameter tree, the batch layout, the per-example loss,
+evaluation (its metric code beside it: glue_metrics.py, squad_metrics.py, seqeval.py), the output
+files, what `python -m albert_jax.predict MODE` does with raw examples, and the Hugging Face class
+its checkpoints export as. `albert_jax.finetune`, `albert_jax.predict` and `albert_jax.convert`
+dispatch through it and never name a family; adding a family is one module and one config.
 
-    load_split(task, tokenizer, split, is_training) -> Split
-    evaluate(task, split, outputs) -> (metrics, predictions)     outputs: model outputs per row
-    write_outputs(task, split, predictions, out_dir) -> [paths]
-
-`load_split` here adds a cache of featurized splits in front of the family's.
-
-`task` is the `task` section of a fine-tuning config. A `Split` holds model inputs as NumPy arrays
-with one row per model input (a GLUE example, a SQuAD window, a RACE question with its 4 choices)
-and the family's metadata needed to turn model outputs back into answers.
+`task` below is the `task` section of a fine-tuning config (a plain dict where noted), and
+`max_seq_length` its `data.max_seq_length` (the pretraining name of the same knob). A `Split` holds
+model inputs as NumPy arrays with one row per model input (a GLUE example, a SQuAD window, a RACE
+question with its 4 choices) and the family's metadata needed to turn model outputs back into
+answers. `load_split` here adds a cache of featurized splits in front of the family's.
 
 Batching: `train_batch` draws the rows of any step from (seed, step) alone (a new permutation
 every epoch, remainder dropped), so a resumed run sees exactly the batches it would have seen;
@@ -30,21 +32,29 @@ bucket (gs://...).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
 import logging
 import os
 import pickle
+import pkgutil
 import tempfile
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
 from albert_jax import fileio
 
-FAMILIES = ("glue", "squad", "race", "tagging")
+# The encoder inputs of every task model, in the order of its positional arguments.
+INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
+class InputError(ValueError):
+  """A bad example or checkpoint, reported as one clear line by the command line (predict)."""
 
 
 @dataclasses.dataclass
@@ -62,12 +72,177 @@ class Split:
     return int(next(iter(self.arrays.values())).shape[0])
 
 
-def family_module(family: str):
-  """The module of a task family ("glue", "squad", "race" or "tagging")."""
-  if family not in FAMILIES:
-    raise ValueError(f"config field 'task.family'={family!r}: unknown task family; allowed: "
-                     f"{FAMILIES}")
-  return importlib.import_module(f"albert_jax.tasks.{family}")
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+  """The settings of `python -m albert_jax.predict` that a family's `predict` may use."""
+
+  truncate: bool = False                   # cut long inputs as training does instead of failing
+  null_threshold: Optional[float] = None   # SQuAD v2: override the dev-tuned no-answer threshold
+  best_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)  # best_step.json
+
+
+class TaskFamily(abc.ABC):
+  """The protocol of a task family, with the defaults of a one-sequence classifier.
+
+  A family module defines a subclass and an instance of it, `FAMILY`. Arrays in the model methods
+  are jax arrays (traced), elsewhere NumPy.
+  """
+
+  heads: tuple[str, ...] = ("classifier",)  # top-level parameter trees of its task heads
+  predict_mode: str = ""                    # `python -m albert_jax.predict <mode>`
+  predict_fields: tuple[str, ...] = ()      # required fields of a predict input
+  plain_text_field: Optional[str] = "text"  # a plain-text predict line fills it (None: JSON only)
+
+  # -- identity and model ------------------------------------------------------------------
+
+  def label(self, task) -> str:
+    """The task's name in tables and metrics files ("mnli", "squad_v2.0")."""
+    return task.get("name") or task.family
+
+  @abc.abstractmethod
+  def build_model(self, model_config, task) -> tuple[Any, str]:
+    """(the flax task model, the name of its head's parameter tree)."""
+
+  def input_shape(self, task, max_seq_length: int) -> tuple[int, ...]:
+    """The shape of one example's `input_ids` (without the batch axis)."""
+    del task
+    return (max_seq_length,)
+
+  def batch_spec(self, task, max_seq_length: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Shapes (without the batch axis) and dtypes of a training batch."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    seq = self.input_shape(task, max_seq_length)
+    return dict({k: (seq, jnp.int32) for k in INPUTS}, label=((), jnp.int32))
+
+  def input_keys(self, task) -> tuple[str, ...]:
+    """The batch keys the model reads when predicting."""
+    del task
+    return INPUTS
+
+  def output_keys(self, task) -> tuple[str, ...]:
+    """The model outputs that `evaluate` and `predict` decode."""
+    del task
+    return ("logits",)
+
+  def model_kwargs(self, task, batch, labelled: bool) -> dict[str, Any]:
+    """Keyword inputs of the model besides INPUTS (`labelled`: the batch has targets)."""
+    del task, batch, labelled
+    return {}
+
+  def loss_weights(self, task, batch):
+    """The weight of every term of `per_example_loss` (the loss is their weighted mean)."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    del task
+    return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+
+  def per_example_loss(self, task, outputs, batch):
+    """(loss per term, 1.0 where the prediction is right or None): softmax CE by default."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    del task
+    logits = outputs["logits"]
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return softmax_nll(logits, batch["label"]), correct
+
+  # -- data, evaluation, outputs -----------------------------------------------------------
+
+  @abc.abstractmethod
+  def load_split(self, task, tokenizer, split: str, is_training: bool,
+                 max_seq_length: int) -> Split:
+    """The featurized `split` (`is_training`: the training split, with targets)."""
+
+  @abc.abstractmethod
+  def metric_names(self, task, split: Split) -> set[str]:
+    """The metrics `evaluate` reports for `split` (none for an unlabelled split)."""
+
+  @abc.abstractmethod
+  def evaluate(self, task, split: Split, outputs: dict[str, np.ndarray]
+               ) -> tuple[dict[str, float], Any]:
+    """(metrics, predictions) from the model outputs of every row of `split`, in row order."""
+
+  @abc.abstractmethod
+  def write_outputs(self, task, split: Split, predictions: Any, out_dir: str) -> list[str]:
+    """The prediction files of `split` in `out_dir`; their paths."""
+
+  # -- inference (albert_jax.predict) ------------------------------------------------------
+
+  def parse_predict_input(self, example: dict[str, Any], where: str) -> dict[str, Any]:
+    """A predict input (a JSON object, or {plain_text_field: line}) completed and validated."""
+    for field in self.predict_fields:
+      value = example.get(field)
+      if not value or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{where}: empty or missing {field!r}")
+    return example
+
+  @abc.abstractmethod
+  def predict(self, task, max_seq_length: int, tokenizer, examples: list[dict],
+              run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+              options: PredictOptions) -> list[dict[str, Any]]:
+    """One result per example: featurize as in training, `run` the model, decode."""
+
+  @abc.abstractmethod
+  def format_prediction(self, example: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The plain-text lines of one `predict` result."""
+
+  # -- export (albert_jax.convert) ---------------------------------------------------------
+
+  @abc.abstractmethod
+  def hf_architecture(self, task: Mapping[str, Any], head: str, outputs: Optional[int],
+                      has_pooler: bool):
+    """The `interop.hf_classes.HfArchitecture` of a checkpoint with this family's `head`
+    (`outputs`: the head kernel's output size; `task` a dict, possibly without its name)."""
+
+
+def softmax_nll(logits, labels):
+  """-log softmax(logits)[label] along the last axis, in float32 (jax arrays)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+  """Softmax along the last axis (NumPy)."""
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def too_long(where: str, length: int, limit: int, field: str, truncatable: bool = True
+             ) -> InputError:
+  """The error for a predict input longer than the model takes."""
+  return InputError(f"{where}: {length} pieces with [CLS]/[SEP] exceed the model's maximum "
+                    f"length {limit} ({field}); shorten the text" +
+                    (" or pass --truncate to cut it as training does" if truncatable else ""))
+
+
+@functools.lru_cache(maxsize=None)
+def families() -> dict[str, TaskFamily]:
+  """Every task family: the modules of this package that define `FAMILY`."""
+  out = {}
+  for info in pkgutil.iter_modules(__path__):
+    module = importlib.import_module(f"{__name__}.{info.name}")
+    if isinstance(getattr(module, "FAMILY", None), TaskFamily):
+      out[info.name] = module.FAMILY
+  return out
+
+
+def family(name: str) -> TaskFamily:
+  """The task family `name` (config field `task.family`)."""
+  if isinstance(name, str) and name.isidentifier() and not name.startswith("_"):
+    try:
+      module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"{__name__}.{name}":
+        raise
+    else:
+      if isinstance(getattr(module, "FAMILY", None), TaskFamily):
+        return module.FAMILY
+  raise ValueError(f"config field 'task.family'={name!r}: unknown task family; allowed: "
+                   f"{sorted(families())}")
+
+
+def task_label(task) -> str:
+  """"mnli", "squad_v2.0", "race": the task's name in tables and metrics files."""
+  return family(task.family).label(task)
 
 
 def split_list(value: str) -> list[str]:
@@ -139,19 +314,19 @@ def cached_split(cache_dir: Optional[str], key: dict[str, Any], build: Callable[
   return split
 
 
-def load_split(task, tokenizer, split: str, is_training: bool, cache_dir: Optional[str],
+def load_split(task, data, tokenizer, split: str, is_training: bool, cache_dir: Optional[str],
                write_cache: bool = True) -> Split:
   """The family's `load_split`, through the feature cache in `cache_dir` (None: no cache;
-  `write_cache` False: read it but never write it)."""
-  key = {"task": task.to_dict(), "split": split, "is_training": is_training,
-         "spm": fileio.fingerprint(task.spm_model)}
-  module = family_module(task.family)
-  return cached_split(cache_dir, key, lambda: module.load_split(task, tokenizer, split,
-                                                                is_training), write_cache)
+  `write_cache` False: read it but never write it). `data`: the config's `data` section."""
+  key = {"task": task.to_dict(), "data": data.to_dict(), "split": split,
+         "is_training": is_training, "spm": fileio.fingerprint(data.spm_model)}
+  fam = family(task.family)
+  return cached_split(cache_dir, key, lambda: fam.load_split(
+      task, tokenizer, split, is_training, data.max_seq_length), write_cache)
 
 
-def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
-  """A SentencePiece model trained on `task.spm_corpus`, stored in `workdir` (runlocal); its path.
+def train_tokenizer(data, vocab_size: int, workdir: str) -> str:
+  """A SentencePiece model trained on `data.spm_corpus`, stored in `workdir` (runlocal); its path.
 
   Process 0 trains it once (an existing one is reused) in a local temporary directory, since the
   trainer writes local files only, and copies it into the workdir (which may be a bucket); the
@@ -160,14 +335,14 @@ def train_tokenizer(task, vocab_size: int, workdir: str) -> str:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
-  if not task.get("spm_corpus"):
-    raise ValueError("config field 'task.spm_model' is empty: give the SentencePiece model of "
+  if not data.get("spm_corpus"):
+    raise ValueError("config field 'data.spm_model' is empty: give the SentencePiece model of "
                      "the checkpoint you fine-tune (e.g. 30k-clean.model)")
   prefix = os.path.join(fileio.absolute(workdir), "spm")
   if jax.process_index() == 0 and not fileio.exists(prefix + ".model"):
     with tempfile.TemporaryDirectory() as local:
       trained = tokenization.train_model(
-          tokenization.expand_globs(task.spm_corpus, "task.spm_corpus"),
+          tokenization.expand_globs(data.spm_corpus, "data.spm_corpus"),
           os.path.join(local, "spm"), vocab_size=vocab_size, input_sentence_size=1_000_000)
       fileio.copy(trained[:-len(".model")] + ".vocab", prefix + ".vocab")
       fileio.copy(trained, prefix + ".model")  # last: its presence means the pair is complete

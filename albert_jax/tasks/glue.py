@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 
 from albert_jax import fileio
-from albert_jax.tasks import metrics as task_metrics
 from albert_jax import tasks as tasks_lib
+from albert_jax.tasks import glue_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +223,7 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int,
               regression: bool) -> tuple[dict[str, np.ndarray], int]:
   """(arrays, number of truncated examples) for `[CLS] a [SEP] (b [SEP])` inputs."""
   if max_seq_length < 3:
-    raise ValueError(f"config field 'task.max_seq_length'={max_seq_length} is too small")
+    raise ValueError(f"config field 'data.max_seq_length'={max_seq_length} is too small")
   ids_a = tokenizer.encode_batch([e.text_a for e in examples])
   ids_b = tokenizer.encode_batch([e.text_b or "" for e in examples])
   n = len(examples)
@@ -253,8 +253,8 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int,
           "label": label}, truncated
 
 
-def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
-               is_training: bool) -> tasks_lib.Split:
+def load_split(task: ml_collections.ConfigDict, tokenizer, split: str, is_training: bool,
+               max_seq_length: int) -> tasks_lib.Split:
   spec = get_task(task.name)
   examples = read_examples(task, split)
   examples = tasks_lib.limit(examples, task.max_train_examples if is_training
@@ -266,7 +266,7 @@ def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
     raise ValueError(f"GLUE {task.name}: split {split!r} mixes labelled and unlabelled rows")
   if is_training and not all(labelled):
     raise ValueError(f"GLUE {task.name}: the training split {split!r} has no labels")
-  arrays, truncated = featurize(examples, tokenizer, task.max_seq_length, spec.labels is None)
+  arrays, truncated = featurize(examples, tokenizer, max_seq_length, spec.labels is None)
   return tasks_lib.Split(name=split, arrays=arrays, meta=examples, has_labels=all(labelled),
                          stats={"examples": len(examples), "rows": len(examples),
                                 "truncated": truncated})
@@ -286,7 +286,7 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   if not split.has_labels:
     return {}, preds
   labels = [e.label for e in split.meta]
-  return task_metrics.glue_metrics(task.name, preds, labels), preds
+  return glue_metrics.glue_metrics(task.name, preds, labels), preds
 
 
 def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set[str]:
@@ -294,7 +294,7 @@ def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set
   if not split.has_labels:
     return set()
   labels = [e.label for e in split.meta]
-  return set(task_metrics.glue_metrics(task.name, labels, labels))
+  return set(glue_metrics.glue_metrics(task.name, labels, labels))
 
 
 def _prediction_text(spec: GlueTask, pred: Any) -> str:
@@ -321,3 +321,89 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predi
         for e, p in zip(split.meta, predictions)]
   fileio.write_text(path, "".join("\t".join(r) + "\n" for r in rows))
   return [path]
+
+
+# ----------------------------------------------------------------------------------------------
+# The task family.
+# ----------------------------------------------------------------------------------------------
+
+
+def _regression(task) -> bool:
+  return get_task(task.name).labels is None
+
+
+class Glue(tasks_lib.TaskFamily):
+  """GLUE: a classifier (or STS-B regressor) on the pooled [CLS] of one text or a pair."""
+
+  predict_mode = "classify"
+  predict_fields = ("text_a",)
+  plain_text_field = "text_a"
+
+  def build_model(self, model_config, task):
+    from albert_jax.model import modeling  # pylint: disable=g-import-not-at-top
+    return modeling.AlbertForSequenceClassification(
+        model_config, num_labels=num_labels(task.name)), "classifier"
+
+  def batch_spec(self, task, max_seq_length):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    spec = super().batch_spec(task, max_seq_length)
+    spec["label"] = ((), jnp.float32 if _regression(task) else jnp.int32)
+    return spec
+
+  def per_example_loss(self, task, outputs, batch):
+    """Softmax CE; STS-B: squared error of the single output (official run_classifier.py)."""
+    if _regression(task):
+      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+      return jnp.square(outputs["logits"][:, 0] - batch["label"]), None
+    return super().per_example_loss(task, outputs, batch)
+
+  load_split = staticmethod(load_split)
+  metric_names = staticmethod(metric_names)
+  evaluate = staticmethod(evaluate)
+  write_outputs = staticmethod(write_outputs)
+
+  def parse_predict_input(self, example, where):
+    example.setdefault("text_a", example.get("text", example.get("sentence1", "")))
+    example.setdefault("text_b", example.get("sentence2"))
+    return super().parse_predict_input(example, where)
+
+  def predict(self, task, max_seq_length, tokenizer, examples, run, options):
+    """Single texts or pairs -> label and probabilities (STS-B: a score)."""
+    spec = get_task(task.name)
+    rows = [Example(str(i), ex["text_a"], ex.get("text_b") or None, None)
+            for i, ex in enumerate(examples)]
+    for ex, a, b in zip(examples, tokenizer.encode_batch([r.text_a for r in rows]),
+                        tokenizer.encode_batch([r.text_b or "" for r in rows])):
+      length = len(a) + len(b) + (3 if ex.get("text_b") else 2)
+      if length > max_seq_length and not options.truncate:
+        raise tasks_lib.too_long(ex["where"], length, max_seq_length, "the task's max_seq_length")
+    arrays, _ = featurize(rows, tokenizer, max_seq_length, spec.labels is None)
+    logits = run(arrays)["logits"]
+    if spec.labels is None:
+      return [{"score": float(x[0])} for x in logits]
+    out = []
+    for probs in tasks_lib.softmax(logits.astype(np.float64)):
+      best = int(probs.argmax())
+      out.append({"label": spec.labels[best], "label_index": best,
+                  "probabilities": dict(zip(spec.labels, map(float, probs)))})
+    return out
+
+  def format_prediction(self, example, result):
+    if "score" in result:
+      return [f"{result['score']:.3f}"]
+    return [f"{result['label']}\t{result['probabilities'][result['label']]:.3f}"]
+
+  def hf_architecture(self, task, head, outputs, has_pooler):
+    from albert_jax.interop import hf_classes  # pylint: disable=g-import-not-at-top
+    labels = None
+    if task.get("name"):
+      labels = get_task(task["name"]).labels  # None: regression (STS-B)
+      if outputs != num_labels(task["name"]):
+        raise ValueError(f"params head 'classifier' has {outputs} outputs but GLUE task "
+                         f"{task['name']!r} has {num_labels(task['name'])}")
+    return hf_classes.HfArchitecture(
+        "AlbertForSequenceClassification", head, num_labels=outputs, labels=labels,
+        problem_type="regression" if outputs == 1 else "single_label_classification")
+
+
+FAMILY = Glue()

@@ -1,5 +1,5 @@
 """RACE: readers (the official RACE folder or tfds `race/middle|high`) and the official
-featurization (google-research/albert `race_utils.py`, `run_race.py`).
+featurization (`race_utils.py` of google-research/albert), and RACE accuracy per level.
 
 Each question becomes 4 inputs, one per option: qa = question with every "_" replaced by the
 option if the question has a "_", else question + " " + option (texts normalized first, as the
@@ -22,8 +22,8 @@ import ml_collections
 import numpy as np
 
 from albert_jax import fileio
-from albert_jax.tasks import metrics as task_metrics
 from albert_jax import tasks as tasks_lib
+from albert_jax.tasks.glue_metrics import accuracy
 
 LEVELS = ("middle", "high")
 SPLITS = ("train", "dev", "test")
@@ -148,17 +148,28 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int,
           "label": label}, truncated
 
 
-def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
-               is_training: bool) -> tasks_lib.Split:
+def load_split(task: ml_collections.ConfigDict, tokenizer, split: str, is_training: bool,
+               max_seq_length: int) -> tasks_lib.Split:
   examples = read_examples(task, split, tokenizer)
   examples = tasks_lib.limit(examples, task.max_train_examples if is_training
                              else task.max_eval_examples)
   if not examples:
     raise ValueError(f"RACE: split {split!r} has no questions")
-  arrays, truncated = featurize(examples, tokenizer, task.max_seq_length, task.max_qa_length)
+  arrays, truncated = featurize(examples, tokenizer, max_seq_length, task.max_qa_length)
   return tasks_lib.Split(name=split, arrays=arrays, meta=examples, has_labels=True,
                          stats={"examples": len(examples), "rows": len(examples),
                                 "truncated_articles": truncated})
+
+
+def race_accuracy(predictions: Sequence[int], labels: Sequence[int],
+                  levels: Sequence[str]) -> dict[str, float]:
+  """{"accuracy", "accuracy_middle", "accuracy_high"} (a level absent from the data is left out)."""
+  p, y, lv = np.asarray(predictions), np.asarray(labels), np.asarray(levels)
+  out = {"accuracy": accuracy(p, y)}
+  for level in ("middle", "high"):
+    if np.any(lv == level):
+      out[f"accuracy_{level}"] = accuracy(p[lv == level], y[lv == level])
+  return out
 
 
 def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
@@ -166,9 +177,8 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
   del task
   logits = outputs["logits"]
   preds = logits.argmax(-1).tolist()
-  e_x = np.exp(logits - logits.max(-1, keepdims=True))
-  probs = (e_x / e_x.sum(-1, keepdims=True)).tolist()
-  metrics = task_metrics.race_accuracy(preds, [e.label for e in split.meta],
+  probs = tasks_lib.softmax(logits).tolist()
+  metrics = race_accuracy(preds, [e.label for e in split.meta],
                                        [e.level for e in split.meta])
   return metrics, list(zip(preds, probs))
 
@@ -177,7 +187,7 @@ def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set
   """The metrics `evaluate` reports for `split` (a level absent from the split has none)."""
   del task
   labels = [e.label for e in split.meta]
-  return set(task_metrics.race_accuracy(labels, labels, [e.level for e in split.meta]))
+  return set(race_accuracy(labels, labels, [e.level for e in split.meta]))
 
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predictions: list,
@@ -191,3 +201,70 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split, predi
                   "probabilities": [round(p, 6) for p in probs]}) + "\n"
       for e, (pred, probs) in zip(split.meta, predictions)))
   return [path]
+
+
+# ----------------------------------------------------------------------------------------------
+# The task family.
+# ----------------------------------------------------------------------------------------------
+
+
+class Race(tasks_lib.TaskFamily):
+  """RACE: one score per (article, question + option) input, softmax CE over the 4 options."""
+
+  predict_mode = "choice"
+  predict_fields = ("article", "question", "options")
+  plain_text_field = None
+
+  def build_model(self, model_config, task):
+    from albert_jax.model import modeling  # pylint: disable=g-import-not-at-top
+    return modeling.AlbertForMultipleChoice(model_config), "classifier"
+
+  def input_shape(self, task, max_seq_length):
+    return (NUM_CHOICES, max_seq_length)
+
+  load_split = staticmethod(load_split)
+  metric_names = staticmethod(metric_names)
+  evaluate = staticmethod(evaluate)
+  write_outputs = staticmethod(write_outputs)
+
+  def parse_predict_input(self, example, where):
+    example = super().parse_predict_input(example, where)
+    if not isinstance(example["options"], list) or len(example["options"]) != NUM_CHOICES:
+      raise tasks_lib.InputError(f"{where}: 'options' must be a list of {NUM_CHOICES} options")
+    return example
+
+  def predict(self, task, max_seq_length, tokenizer, examples, run, options):
+    """Article + question + 4 options -> the option letter and probabilities."""
+    rows = []
+    for ex in examples:
+      article = {"article": ex["article"], "questions": [ex["question"]],
+                 "options": [ex["options"]], "answers": ["A"]}  # the answer is not used
+      try:
+        rows += examples_from_article(article, "unknown", tokenizer, ex["where"])
+      except ValueError as e:
+        raise tasks_lib.InputError(str(e)) from None
+    for ex, row in zip(examples, rows):
+      context = len(tokenizer.encode(row.context))
+      length = context + max(len(qa) for qa in tokenizer.encode_batch(list(row.endings))) + 3
+      if length > max_seq_length and not options.truncate:
+        raise tasks_lib.too_long(ex["where"], length, max_seq_length, "the task's max_seq_length")
+    arrays, _ = featurize(rows, tokenizer, max_seq_length, task.max_qa_length)
+    out = []
+    for ex, probs in zip(examples, tasks_lib.softmax(run(arrays)["logits"].astype(np.float64))):
+      best = int(probs.argmax())
+      out.append({"answer": _LETTERS[best], "option": ex["options"][best],
+                  "probabilities": [float(p) for p in probs]})
+    return out
+
+  def format_prediction(self, example, result):
+    return [f"{result['answer']}\t{result['option']}"]
+
+  def hf_architecture(self, task, head, outputs, has_pooler):
+    from albert_jax.interop import hf_classes  # pylint: disable=g-import-not-at-top
+    if outputs != 1:
+      raise ValueError(f"params head 'classifier' has {outputs} outputs; a multiple-choice "
+                       "(RACE) head scores each choice with 1")
+    return hf_classes.HfArchitecture("AlbertForMultipleChoice", head)
+
+
+FAMILY = Race()

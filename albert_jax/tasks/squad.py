@@ -1,5 +1,6 @@
 """SQuAD v1.1 / v2.0: readers (official JSON or tfds `squad/v1.1|v2.0`) and the official ALBERT
-featurization (google-research/albert `squad_utils.convert_examples_to_features`).
+featurization (`squad_utils.convert_examples_to_features` of google-research/albert); the
+scoring is squad_metrics.py, the decoding squad_postprocess.py.
 
 - The question keeps its first `max_query_length` pieces; the paragraph is cut into windows of
   max_seq_length - |q| - 3 pieces starting every `doc_stride` pieces:
@@ -30,7 +31,7 @@ import numpy as np
 
 from albert_jax import fileio
 from albert_jax.tasks import squad_postprocess
-from albert_jax.tasks import metrics as task_metrics
+from albert_jax.tasks import squad_metrics
 from albert_jax import tasks as tasks_lib
 from albert_jax.data.tokenization import SPIECE_UNDERLINE
 
@@ -286,7 +287,7 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
     query = tokenizer.encode(ex.question)[:max_query_length]
     max_tokens = max_seq_length - len(query) - 3
     if max_tokens <= 0:
-      raise ValueError(f"config field 'task.max_seq_length'={max_seq_length} leaves no room for "
+      raise ValueError(f"config field 'data.max_seq_length'={max_seq_length} leaves no room for "
                        f"the paragraph after a {len(query)}-piece question (max_query_length="
                        f"{max_query_length})")
     if ex.context not in alignments:
@@ -338,14 +339,14 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
   return arrays, meta, stats
 
 
-def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
-               is_training: bool) -> tasks_lib.Split:
+def load_split(task: ml_collections.ConfigDict, tokenizer, split: str, is_training: bool,
+               max_seq_length: int) -> tasks_lib.Split:
   examples = read_examples(task, split, is_training)
   examples = tasks_lib.limit(examples, task.max_train_examples if is_training
                              else task.max_eval_examples)
   if not examples:
     raise ValueError(f"SQuAD v{task.version}: split {split!r} has no examples")
-  arrays, meta, stats = featurize(examples, tokenizer, task.max_seq_length, task.doc_stride,
+  arrays, meta, stats = featurize(examples, tokenizer, max_seq_length, task.doc_stride,
                                   task.max_query_length, is_training)
   if not meta:
     raise ValueError(f"SQuAD v{task.version}: split {split!r} gave no features ({stats})")
@@ -368,11 +369,11 @@ def evaluate(task: ml_collections.ConfigDict, split: tasks_lib.Split,
     preds, nbest = squad_postprocess.v1_predictions(
         examples, meta, outputs["start_logits"], outputs["end_logits"], task.n_best_size,
         task.max_answer_length)
-    metrics = task_metrics.squad_v1_evaluate(gold, preds)
+    metrics = squad_metrics.squad_v1_evaluate(gold, preds)
     return metrics, {"predictions": preds, "nbest": nbest}
   best, null_scores, nbest = squad_postprocess.v2_predictions(
       examples, meta, outputs, task.n_best_size, task.max_answer_length)
-  metrics, preds = task_metrics.squad_v2_albert_eval(gold, best, null_scores)
+  metrics, preds = squad_metrics.squad_v2_albert_eval(gold, best, null_scores)
   return metrics, {"predictions": preds, "nbest": nbest, "null_odds": null_scores}
 
 
@@ -386,9 +387,9 @@ def metric_names(task: ml_collections.ConfigDict, split: tasks_lib.Split) -> set
   gold = _gold_answers(split.meta[0])
   perfect = {qid: answers[0] if answers else "" for qid, answers in gold.items()}
   if task.version == "1.1":
-    return set(task_metrics.squad_v1_evaluate(gold, perfect))
+    return set(squad_metrics.squad_v1_evaluate(gold, perfect))
   null_scores = {qid: 0.0 if answers else 1.0 for qid, answers in gold.items()}
-  return set(task_metrics.squad_v2_albert_eval(gold, perfect, null_scores)[0])
+  return set(squad_metrics.squad_v2_albert_eval(gold, perfect, null_scores)[0])
 
 
 def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
@@ -403,3 +404,126 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
       fileio.write_json(path, predictions[key], ensure_ascii=False)
       paths.append(path)
   return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# The task family.
+# ----------------------------------------------------------------------------------------------
+
+_V2_OUTPUTS = ("start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index",
+               "cls_logits")
+
+
+def _is_v2(task) -> bool:
+  return task.get("version") == "2.0"
+
+
+class Squad(tasks_lib.TaskFamily):
+  """SQuAD: v1.1 a start/end span head; v2.0 the official XLNet-style head with answerability."""
+
+  heads = ("qa_outputs", "squad")
+  predict_mode = "qa"
+  predict_fields = ("question", "context")
+  plain_text_field = None
+
+  def label(self, task):
+    return f"squad_v{task.get('version')}"
+
+  def build_model(self, model_config, task):
+    from albert_jax.model import modeling  # pylint: disable=g-import-not-at-top
+    if task.version == "1.1":
+      return modeling.AlbertForQuestionAnswering(model_config), "qa_outputs"
+    if task.version == "2.0":
+      return modeling.AlbertForQuestionAnsweringV2(model_config, task.start_n_top,
+                                                   task.end_n_top), "squad"
+    raise ValueError(f"config field 'task.version'={task.version!r}: allowed 1.1, 2.0")
+
+  def batch_spec(self, task, max_seq_length):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    seq = (max_seq_length,)
+    spec = {k: (seq, jnp.int32) for k in tasks_lib.INPUTS + ("p_mask",)}
+    spec.update({k: ((), jnp.int32) for k in ("start_positions", "end_positions",
+                                              "is_impossible")})
+    return spec
+
+  def input_keys(self, task):
+    return tasks_lib.INPUTS + (("p_mask",) if _is_v2(task) else ())
+
+  def output_keys(self, task):
+    return _V2_OUTPUTS if _is_v2(task) else ("start_logits", "end_logits")
+
+  def model_kwargs(self, task, batch, labelled):
+    if not _is_v2(task):
+      return {}
+    # v2.0: the end logits are conditioned on the gold start in training (official).
+    return dict(p_mask=batch["p_mask"], **({"start_positions": batch["start_positions"]}
+                                           if labelled else {}))
+
+  def per_example_loss(self, task, outputs, batch):
+    """v1.1: mean start/end CE; v2.0: (start + end) / 2 + 0.5 * answerability sigmoid CE."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    if _is_v2(task):
+      import optax  # pylint: disable=g-import-not-at-top
+      start = -jnp.take_along_axis(outputs["start_log_probs"],
+                                   batch["start_positions"][:, None], axis=-1)[:, 0]
+      end = -jnp.take_along_axis(outputs["end_log_probs"],
+                                 batch["end_positions"][:, None], axis=-1)[:, 0]
+      cls = optax.sigmoid_binary_cross_entropy(outputs["cls_logits"],
+                                              batch["is_impossible"].astype(jnp.float32))
+      return (start + end) / 2 + 0.5 * cls, None
+    return (tasks_lib.softmax_nll(outputs["start_logits"], batch["start_positions"])
+            + tasks_lib.softmax_nll(outputs["end_logits"], batch["end_positions"])) / 2, None
+
+  load_split = staticmethod(load_split)
+  metric_names = staticmethod(metric_names)
+  evaluate = staticmethod(evaluate)
+  write_outputs = staticmethod(write_outputs)
+
+  def predict(self, task, max_seq_length, tokenizer, examples, run, options):
+    """The best answer span of each question (v2: "" when the null score wins)."""
+    rows = [Example(str(i), ex["question"], ex["context"], "", -1, False, ())
+            for i, ex in enumerate(examples)]
+    arrays, metas, _ = featurize(rows, tokenizer, max_seq_length, task.doc_stride,
+                                 task.max_query_length, False)
+    if not metas:  # no paragraph aligned with its pieces (the official MISMATCH): no window
+      return [{"answer": "", "has_answer": False, "nbest": []} for _ in rows]
+    outputs = run(arrays)
+    if not _is_v2(task):  # (a question without a valid span gets the official "empty")
+      best, nbest = squad_postprocess.v1_predictions(rows, metas, outputs["start_logits"],
+                                                     outputs["end_logits"], task.n_best_size,
+                                                     task.max_answer_length)
+      return [{"answer": best[r.qas_id], "nbest": nbest[r.qas_id][:3]} for r in rows]
+    best, null, nbest = squad_postprocess.v2_predictions(rows, metas, outputs, task.n_best_size,
+                                                         task.max_answer_length)
+    threshold = options.null_threshold
+    if threshold is None:  # the threshold tuned on dev when the best checkpoint was kept
+      tuned = [v for k, v in options.best_metrics.items()
+               if k.endswith("null_score_diff_threshold")]
+      threshold = float(tuned[0]) if tuned else 0.0
+    out = []
+    for r in rows:
+      has = null[r.qas_id] < threshold and bool(best[r.qas_id])
+      out.append({"answer": best[r.qas_id] if has else "", "has_answer": has,
+                  "null_score": null[r.qas_id], "null_threshold": threshold,
+                  "nbest": nbest[r.qas_id][:3]})
+    return out
+
+  def format_prediction(self, example, result):
+    return [result["answer"] if result["answer"] else "<no answer>"]
+
+  def hf_architecture(self, task, head, outputs, has_pooler):
+    from albert_jax.interop import hf_classes  # pylint: disable=g-import-not-at-top
+    if head == "squad":
+      raise ValueError("the SQuAD v2.0 head 'squad' (the official XLNet-style start/end/"
+                       "answerability head of AlbertForQuestionAnsweringV2) has no Hugging Face "
+                       "counterpart (transformers' AlbertForQuestionAnswering is the SQuAD v1.1 "
+                       "span head); export only the encoder, as AlbertModel, with "
+                       "encoder_only=True (--encoder_only)")
+    if outputs != 2:
+      raise ValueError(f"params head 'qa_outputs' has {outputs} outputs; a span head has 2 "
+                       "(start, end)")
+    return hf_classes.HfArchitecture("AlbertForQuestionAnswering", head, pooler=False,
+                                     num_labels=2)
+
+
+FAMILY = Squad()

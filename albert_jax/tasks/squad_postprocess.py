@@ -9,7 +9,7 @@ paragraph characters covered, stripped), and the best `n_best_size` kept; the an
 
 v2: the same filter over the head's beam (`start_n_top` starts x `end_n_top` ends, log-probs);
 the null score of a question is the minimum `cls_logits` over its windows. The best non-null
-answer and the null score go to `task_metrics.squad_v2_albert_eval` (threshold tuned on dev).
+answer and the null score go to `squad_metrics.squad_v2_albert_eval` (threshold tuned on dev).
 
 A question without any window (paragraph alignment mismatch) gets the official nonce answer:
 "empty" in v1, "" with a large null score in v2.

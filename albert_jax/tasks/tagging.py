@@ -227,7 +227,7 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
   """(arrays, per-row metadata, counts): `[CLS] window [SEP]` rows with first-piece labels."""
   max_tokens = max_seq_length - 2
   if max_tokens < 1:
-    raise ValueError(f"config field 'task.max_seq_length'={max_seq_length} is too small")
+    raise ValueError(f"config field 'data.max_seq_length'={max_seq_length} is too small")
   if doc_stride < 1:
     raise ValueError(f"config field 'task.doc_stride'={doc_stride} must be positive")
   all_words = [w for e in examples for w in e.words]
@@ -297,8 +297,8 @@ def decode(examples: Sequence[Example], metas: Sequence[RowMeta],
   return [[int(p) for p in words] for words in predicted]
 
 
-def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
-               is_training: bool) -> tasks_lib.Split:
+def load_split(task: ml_collections.ConfigDict, tokenizer, split: str, is_training: bool,
+               max_seq_length: int) -> tasks_lib.Split:
   examples = read_examples(task, split)
   examples = tasks_lib.limit(examples, task.max_train_examples if is_training
                              else task.max_eval_examples)
@@ -310,7 +310,7 @@ def load_split(task: ml_collections.ConfigDict, tokenizer, split: str,
                      "sentences")
   if is_training and not labelled:
     raise ValueError(f"tagging {task.name}: the training split {split!r} has no tags")
-  arrays, metas, stats = featurize(examples, tokenizer, task.max_seq_length, task.doc_stride)
+  arrays, metas, stats = featurize(examples, tokenizer, max_seq_length, task.doc_stride)
   return tasks_lib.Split(name=split, arrays=arrays, meta=(examples, metas),
                          has_labels=labelled, stats=stats)
 
@@ -370,3 +370,82 @@ def write_outputs(task: ml_collections.ConfigDict, split: tasks_lib.Split,
     lines.append("\n")
   fileio.write_text(path, "".join(lines))
   return [path]
+
+
+# ----------------------------------------------------------------------------------------------
+# The task family.
+# ----------------------------------------------------------------------------------------------
+
+
+class Tagging(tasks_lib.TaskFamily):
+  """Sequence labelling: a classifier on every piece, CE on the words' first pieces."""
+
+  predict_mode = "tag"
+  predict_fields = ("words",)
+
+  def build_model(self, model_config, task):
+    from albert_jax.model import modeling  # pylint: disable=g-import-not-at-top
+    return modeling.AlbertForTokenClassification(
+        model_config, num_labels=num_labels(task)), "classifier"
+
+  def batch_spec(self, task, max_seq_length):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    spec = super().batch_spec(task, max_seq_length)
+    spec["label"] = ((max_seq_length,), jnp.int32)  # per piece; -1 = not scored
+    return spec
+
+  def loss_weights(self, task, batch):
+    """1 on the positions with a label (>= 0), 0 elsewhere (-1: other pieces, padding)."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    return (batch["label"] >= 0).astype(jnp.float32)
+
+  def per_example_loss(self, task, outputs, batch):
+    """Softmax CE and correctness per position (unlabelled positions get weight 0)."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    safe = jnp.maximum(batch["label"], 0)
+    correct = (jnp.argmax(outputs["logits"], -1) == safe).astype(jnp.float32)
+    return tasks_lib.softmax_nll(outputs["logits"], safe), correct
+
+  load_split = staticmethod(load_split)
+  metric_names = staticmethod(metric_names)
+  evaluate = staticmethod(evaluate)
+  write_outputs = staticmethod(write_outputs)
+
+  def parse_predict_input(self, example, where):
+    if "words" not in example:
+      example["words"] = str(example.get("text", "")).split()
+    if not all(isinstance(w, str) for w in example["words"] or ()):
+      raise tasks_lib.InputError(f"{where}: 'words' must be a list of strings")
+    return super().parse_predict_input(example, where)
+
+  def predict(self, task, max_seq_length, tokenizer, examples, run, options):
+    """Words -> one tag each (NER also: the entities under the CoNLL rules)."""
+    names = labels(task)
+    rows = [Example(str(i), tuple(ex["words"]), None) for i, ex in enumerate(examples)]
+    arrays, metas, _ = featurize(rows, tokenizer, max_seq_length, task.doc_stride)
+    predicted = decode(rows, metas, run(arrays)["logits"])
+    out = []
+    for row, pred in zip(rows, predicted):
+      tags = [names[p] for p in pred]
+      result: dict[str, Any] = {"words": list(row.words), "tags": tags}
+      if task.scoring == "entity":
+        result["entities"] = [{"type": kind, "start": s, "end": e,
+                               "text": " ".join(row.words[s:e + 1])}
+                              for kind, s, e in seqeval_metrics.get_entities(tags)]
+      out.append(result)
+    return out
+
+  def format_prediction(self, example, result):
+    return [" ".join(f"{w}/{t}" for w, t in zip(result["words"], result["tags"]))]
+
+  def hf_architecture(self, task, head, outputs, has_pooler):
+    from albert_jax.interop import hf_classes  # pylint: disable=g-import-not-at-top
+    names = tuple(task["labels"]) if task.get("labels") else None
+    if names is not None and len(names) != outputs:
+      raise ValueError(f"params head 'classifier' has {outputs} outputs but the task has "
+                       f"{len(names)} labels {list(names)}")
+    return hf_classes.HfArchitecture("AlbertForTokenClassification", head, pooler=False,
+                                     num_labels=outputs, labels=names)
+
+
+FAMILY = Tagging()

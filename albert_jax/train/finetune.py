@@ -4,7 +4,7 @@ pretraining runs (train/loop.py: restore, ahead-of-time compilation, logging wit
 save-then-evaluate, signals, the non-finite stop).
 
     python -m albert_jax.finetune --config=configs/finetune_glue.py:task=mnli --workdir=DIR \
-        --config.init_from.path=CKPT --config.task.spm_model=30k-clean.model
+        --config.init_from.path=CKPT --config.data.spm_model=30k-clean.model
 
 The job: warm-start the encoder (and the task head when the source has one that fits) from
 `init_from` (our checkpoint, a pretraining workdir, Hugging Face or official TF); train with the
@@ -37,21 +37,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from albert_jax.train import distributed
 from albert_jax.train import finetune_files
 from albert_jax.train import job as job_lib
 from albert_jax.train import loop
 from albert_jax.train import metrics as metrics_lib
-from albert_jax.model import modeling
 from albert_jax.train import partitioning
 from albert_jax.train import step as trainer
 from albert_jax.train import warm_start
 from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
-from albert_jax.tasks import glue
-from albert_jax.tasks import tagging
 from albert_jax.model.config import ModelConfig
 
 # Architecture fields taken from the warm-start source when `model_from_init` (the recipe keeps
@@ -60,89 +56,42 @@ ARCH_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers
                "num_attention_heads", "intermediate_size", "num_hidden_groups", "inner_group_num",
                "hidden_act", "max_position_embeddings", "type_vocab_size", "initializer_range",
                "layer_norm_eps", "use_embedding_projection", "layer_sharing")
-_INPUTS = ("input_ids", "input_mask", "segment_ids")
-
-
-def task_label(task: ml_collections.ConfigDict) -> str:
-  """"mnli", "squad_v2.0", "race": the task's name in tables and metrics files."""
-  return {"glue": task.get("name"), "squad": f"squad_v{task.get('version')}",
-          "race": "race", "tagging": task.get("name")}.get(task.family, str(task.family))
-
-
-def _is_v2(task) -> bool:
-  return task.family == "squad" and task.version == "2.0"
 
 
 # ----------------------------------------------------------------------------------------------
-# Model, losses, predictions.
+# Model, losses, predictions: all from the task family (albert_jax.tasks).
 # ----------------------------------------------------------------------------------------------
 
 
 def build_model(config: ml_collections.ConfigDict) -> tuple[nn.Module, str]:
   """(task model, name of its head's parameter sub-tree)."""
-  task = config.task
-  tasks_lib.family_module(task.family)  # validates the family name
-  if task.family == "glue":
-    return modeling.AlbertForSequenceClassification(
-        config.model, num_labels=glue.num_labels(task.name)), "classifier"
-  if task.family == "race":
-    return modeling.AlbertForMultipleChoice(config.model), "classifier"
-  if task.family == "tagging":
-    return modeling.AlbertForTokenClassification(
-        config.model, num_labels=tagging.num_labels(task)), "classifier"
-  if task.version == "1.1":
-    return modeling.AlbertForQuestionAnswering(config.model), "qa_outputs"
-  if task.version == "2.0":
-    return modeling.AlbertForQuestionAnsweringV2(config.model, task.start_n_top,
-                                                 task.end_n_top), "squad"
-  raise ValueError(f"config field 'task.version'={task.version!r}: allowed 1.1, 2.0")
-
-
-def _nll(logits, labels):
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  return tasks_lib.family(config.task.family).build_model(config.model, config.task)
 
 
 def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trainer.Objective:
-  """Official task losses: softmax CE (GLUE, RACE), squared error (STS-B), mean start/end CE
-  (SQuAD v1), and (start + end)/2 + 0.5 * answerability sigmoid CE (SQuAD v2)."""
+  """The family's per-example loss as a weighted mean that accumulates over microbatches: softmax
+  CE (GLUE, RACE, tagging per labelled piece), squared error (STS-B), mean start/end CE (SQuAD
+  v1), (start + end)/2 + 0.5 * answerability sigmoid CE (SQuAD v2)."""
   task = config.task
-  regression = task.family == "glue" and glue.num_labels(task.name) == 1
+  family = tasks_lib.family(task.family)
 
   def forward(params, batch, rng, deterministic):
     rngs = {} if rng is None else {"dropout": rng}
-    extra = {}
-    if _is_v2(task):
-      extra = dict(p_mask=batch["p_mask"], start_positions=batch["start_positions"])
-    return model.apply({"params": params}, *(batch[k] for k in _INPUTS),
-                       deterministic=deterministic, rngs=rngs, **extra)
-
-  def per_example(outputs, batch):
-    if task.family == "squad":
-      if _is_v2(task):
-        start = -jnp.take_along_axis(outputs["start_log_probs"],
-                                     batch["start_positions"][:, None], axis=-1)[:, 0]
-        end = -jnp.take_along_axis(outputs["end_log_probs"],
-                                   batch["end_positions"][:, None], axis=-1)[:, 0]
-        cls = optax.sigmoid_binary_cross_entropy(outputs["cls_logits"],
-                                                batch["is_impossible"].astype(jnp.float32))
-        return (start + end) / 2 + 0.5 * cls, None
-      return (_nll(outputs["start_logits"], batch["start_positions"])
-              + _nll(outputs["end_logits"], batch["end_positions"])) / 2, None
-    logits = outputs["logits"]
-    if regression:
-      return jnp.square(logits[:, 0] - batch["label"]), None
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return _nll(logits, batch["label"]), correct
+    return model.apply({"params": params}, *(batch[k] for k in tasks_lib.INPUTS),
+                       deterministic=deterministic, rngs=rngs,
+                       **family.model_kwargs(task, batch, labelled=True))
 
   def normalizers(batch):
-    return {"count": jnp.float32(batch["input_ids"].shape[0])}
+    # At least 1: a batch of only unlabelled positions (tagging) has loss 0, not NaN.
+    count = jnp.sum(family.loss_weights(task, batch))
+    return {"count": jnp.maximum(count, 1).astype(jnp.float32)}
 
   def loss_and_sums(outputs, batch, norm):
-    losses, correct = per_example(outputs, batch)
-    sums = {"task_loss_sum": jnp.sum(losses), "count": jnp.float32(losses.shape[0])}
+    losses, correct = family.per_example_loss(task, outputs, batch)
+    weights = family.loss_weights(task, batch)
+    sums = {"task_loss_sum": jnp.sum(losses * weights), "count": jnp.sum(weights)}
     if correct is not None:
-      sums["correct_sum"] = jnp.sum(correct)
+      sums["correct_sum"] = jnp.sum(correct * weights)
     return sums["task_loss_sum"] / norm["count"], sums
 
   def metrics(sums):
@@ -151,53 +100,19 @@ def build_objective(config: ml_collections.ConfigDict, model: nn.Module) -> trai
       out["accuracy"] = sums["correct_sum"] / sums["count"]
     return out
 
-  if task.family == "tagging":  # per-token CE, "count" = labelled first pieces of the batch
-    return trainer.Objective(forward=forward, normalizers=_token_normalizers,
-                             loss_and_sums=_token_loss_and_sums, metrics=metrics)
   return trainer.Objective(forward=forward, normalizers=normalizers,
                            loss_and_sums=loss_and_sums, metrics=metrics)
-
-
-def _token_normalizers(batch):
-  # At least 1: a batch of only unlabelled positions has loss 0, not NaN.
-  return {"count": jnp.maximum(jnp.sum(batch["label"] >= 0), 1).astype(jnp.float32)}
-
-
-def _token_loss_and_sums(outputs, batch, norm):
-  """Sequence labelling: softmax CE on the positions with a label (>= 0; -1 = ignored)."""
-  labels = batch["label"]
-  weights = (labels >= 0).astype(jnp.float32)
-  safe = jnp.maximum(labels, 0)
-  log_probs = jax.nn.log_softmax(outputs["logits"].astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
-  correct = (jnp.argmax(outputs["logits"], -1) == safe).astype(jnp.float32)
-  sums = {"task_loss_sum": jnp.sum(nll * weights), "count": jnp.sum(weights),
-          "correct_sum": jnp.sum(correct * weights)}
-  return sums["task_loss_sum"] / norm["count"], sums
-
-
-def output_keys(task) -> tuple[str, ...]:
-  if task.family == "squad":
-    if _is_v2(task):
-      return ("start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index",
-              "cls_logits")
-    return ("start_logits", "end_logits")
-  return ("logits",)
-
-
-def input_keys(task) -> tuple[str, ...]:
-  return _INPUTS + (("p_mask",) if _is_v2(task) else ())
 
 
 def make_predict(config: ml_collections.ConfigDict, model: nn.Module):
   """(params, batch) -> the outputs decoding needs, plus the batch's `row` ids."""
   task = config.task
-  keys = output_keys(task)
+  family = tasks_lib.family(task.family)
+  keys = family.output_keys(task)
 
   def predict(params, batch):
-    extra = {"p_mask": batch["p_mask"]} if _is_v2(task) else {}
-    out = model.apply({"params": params}, *(batch[k] for k in _INPUTS), deterministic=True,
-                      **extra)
+    out = model.apply({"params": params}, *(batch[k] for k in tasks_lib.INPUTS),
+                      deterministic=True, **family.model_kwargs(task, batch, labelled=False))
     return dict({k: out[k] for k in keys}, row=batch["row"])
 
   return predict
@@ -210,18 +125,7 @@ def make_predict(config: ml_collections.ConfigDict, model: nn.Module):
 
 def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
   """Shapes (without the batch axis) and dtypes of a training batch."""
-  task, t = config.task, config.task.max_seq_length
-  seq = (4, t) if task.family == "race" else (t,)
-  spec = {k: (seq, jnp.int32) for k in _INPUTS}
-  if task.family == "squad":
-    spec.update({"p_mask": (seq, jnp.int32), "start_positions": ((), jnp.int32),
-                 "end_positions": ((), jnp.int32), "is_impossible": ((), jnp.int32)})
-  elif task.family == "tagging":
-    spec["label"] = (seq, jnp.int32)  # per piece; -1 = not scored
-  else:
-    regression = task.family == "glue" and glue.num_labels(task.name) == 1
-    spec["label"] = ((), jnp.float32 if regression else jnp.int32)
-  return spec
+  return tasks_lib.family(config.task.family).batch_spec(config.task, config.data.max_seq_length)
 
 
 def build_job(config: ml_collections.ConfigDict,
@@ -254,15 +158,15 @@ def validate(config: ml_collections.ConfigDict, tokenizer, num_processes: int) -
   """Fails before any compilation on settings that cannot work, naming the field."""
   task = config.task
   job_lib.validate_training(config, num_processes, evaluates_batches=True)
-  if task.max_seq_length > config.model.max_position_embeddings:
-    raise ValueError(f"config field 'task.max_seq_length'={task.max_seq_length} exceeds "
+  if config.data.max_seq_length > config.model.max_position_embeddings:
+    raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
   if tokenizer.vocab_size != config.model.vocab_size:
     source = (f"the checkpoint {config.init_from.path!r}" if config.init_from.path
               else "config field 'model.vocab_size'")
     raise ValueError(
-        f"vocabulary mismatch: the tokenizer (config field 'task.spm_model'="
-        f"{task.spm_model!r}) has {tokenizer.vocab_size} pieces but {source} has vocab_size "
+        f"vocabulary mismatch: the tokenizer (config field 'data.spm_model'="
+        f"{config.data.spm_model!r}) has {tokenizer.vocab_size} pieces but {source} has vocab_size "
         f"{config.model.vocab_size}; fine-tune with the SentencePiece model the checkpoint was "
         "pretrained with")
   evals = tasks_lib.split_list(task.eval_splits)
@@ -280,7 +184,7 @@ def check_selection_metric(task: ml_collections.ConfigDict, evals: list[tasks_li
   """Fails before training when the selection split will not report `task.selection_metric`."""
   split_name, _, metric = task.selection_metric.partition("/")
   split = next(s for s in evals if s.name == split_name)
-  names = tasks_lib.family_module(task.family).metric_names(task, split)
+  names = tasks_lib.family(task.family).metric_names(task, split)
   if metric not in names:
     reported = (f"it reports {sorted(names)}" if names else "it has no labels, so no metrics")
     raise ValueError(f"config field 'task.selection_metric'={task.selection_metric!r}: the "
@@ -295,7 +199,7 @@ def check_selection_metric(task: ml_collections.ConfigDict, evals: list[tasks_li
 def predict_split(predict_fn, params, split: tasks_lib.Split, config, mesh, rules
                   ) -> dict[str, np.ndarray]:
   """Model outputs for every row of `split`, in row order (padding rows dropped)."""
-  keys = input_keys(config.task)
+  keys = tasks_lib.family(config.task.family).input_keys(config.task)
   arrays = {k: split.arrays[k] for k in keys}
   size = config.training.eval_batch_size
   chunks: dict[str, list] = {}
@@ -313,11 +217,11 @@ def predict_split(predict_fn, params, split: tasks_lib.Split, config, mesh, rule
 
 def evaluate(config, predict_fn, params, splits, mesh, rules) -> tuple[dict[str, float], dict]:
   """({"<split>/<metric>": value}, {split: predictions}) over `splits`."""
-  module = tasks_lib.family_module(config.task.family)
+  family = tasks_lib.family(config.task.family)
   metrics, predictions = {}, {}
   for split in splits:
     outputs = predict_split(predict_fn, params, split, config, mesh, rules)
-    split_metrics, predictions[split.name] = module.evaluate(config.task, split, outputs)
+    split_metrics, predictions[split.name] = family.evaluate(config.task, split, outputs)
     metrics.update({f"{split.name}/{k}": float(v) for k, v in split_metrics.items()})
   return metrics, predictions
 
@@ -335,7 +239,7 @@ def warm_params(source: dict, target: Any, init_from, head: str) -> tuple[dict, 
   if source_vocab is not None and source_vocab != target_vocab:
     raise ValueError(f"vocabulary mismatch: the checkpoint {init_from.path!r} has "
                      f"{source_vocab} word embeddings but the tokenizer (config field "
-                     f"'task.spm_model') has {target_vocab} pieces")
+                     f"'data.spm_model') has {target_vocab} pieces")
   params = dict(target)
   params["albert"] = warm_start.fit_params(source["albert"], target["albert"], init_from.group0)
   head_from = "fresh"
@@ -391,9 +295,9 @@ class _KeepBest:
     if self.best is None or values[self.metric] > self.score(self.best):
       self.best = self.history[-1]
       self.files.save_best(self.config, params, self.best)
-      module = tasks_lib.family_module(self.config.task.family)
+      family = tasks_lib.family(self.config.task.family)
       for split in self.evals:
-        self.files.write_outputs(module.write_outputs, self.config.task, split,
+        self.files.write_outputs(family.write_outputs, self.config.task, split,
                                  predictions[split.name])
 
 
@@ -417,25 +321,26 @@ def _hooks(config: ml_collections.ConfigDict, job: job_lib.Job, train: tasks_lib
 def _prepare(config: ml_collections.ConfigDict, files: finetune_files.RunFiles):
   """(config, tokenizer, warm-start parameters or None): the vocabulary trained when the config
   has none (runlocal), the architecture taken from the warm-start source, the config checked."""
-  if not config.task.spm_model:  # runlocal: a vocabulary trained on `task.spm_corpus`
+  if not config.data.spm_model:  # runlocal: a vocabulary trained on `data.spm_corpus`
     config = ml_collections.ConfigDict(config.to_dict())
-    config.task.spm_model = tasks_lib.train_tokenizer(config.task, config.model.vocab_size,
+    config.data.spm_model = tasks_lib.train_tokenizer(config.data, config.model.vocab_size,
                                                       files.workdir)
   source_cfg, source = None, None
   if config.init_from.path:
     source_cfg, source = warm_start.read_source(config.init_from)
   config = resolve_model_config(config, source_cfg)
-  tokenizer = tokenization.SentencePieceTokenizer(config.task.spm_model,
-                                                  do_lower_case=config.task.do_lower_case)
+  tokenizer = tokenization.SentencePieceTokenizer(config.data.spm_model,
+                                                  do_lower_case=config.data.do_lower_case)
   validate(config, tokenizer, jax.process_count())
   return config, tokenizer, source
 
 
-def _load_splits(task: ml_collections.ConfigDict, tokenizer, files: finetune_files.RunFiles):
+def _load_splits(config: ml_collections.ConfigDict, tokenizer, files: finetune_files.RunFiles):
   """(train, eval splits, predict splits), featurized or read from the cache."""
+  task = config.task
   # Every process featurizes (deterministically) what is not cached; only process 0 stores it.
-  load = lambda split, is_training: tasks_lib.load_split(task, tokenizer, split, is_training,
-                                                         files.features_dir, files.is_chief)
+  load = lambda split, is_training: tasks_lib.load_split(
+      task, config.data, tokenizer, split, is_training, files.features_dir, files.is_chief)
   train = load(task.train_split, True)
   evals = [load(s, False) for s in tasks_lib.split_list(task.eval_splits)]
   check_selection_metric(task, evals)
@@ -453,7 +358,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   files = finetune_files.RunFiles(workdir)
   config, tokenizer, source = _prepare(config, files)
   task = config.task
-  train, evals, tests = _load_splits(task, tokenizer, files)
+  train, evals, tests = _load_splits(config, tokenizer, files)
   job = build_job(config)
   _, shardings = job.abstract_state()
   predict_fn = jax.jit(make_predict(config, job.model),
@@ -467,15 +372,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # The best parameters predict the test splits.
   params = files.restore_best(trained.state.params, trained.state_shardings.params)
-  module = tasks_lib.family_module(task.family)
+  family = tasks_lib.family(task.family)
   predicted = {}
   for split in tests:
     values, predictions = evaluate(config, predict_fn, params, [split], job.mesh, job.rules)
     predicted[split.name] = values
-    files.write_outputs(module.write_outputs, task, split, predictions[split.name])
+    files.write_outputs(family.write_outputs, task, split, predictions[split.name])
   best, metric = keep.best, keep.metric
   result = {
-      "task": task_label(task), "family": task.family, "model": config.model_name,
+      "task": family.label(task), "family": task.family, "model": config.model_name,
       "init_from": config.init_from.path, "head_init": keep.head_from, "workdir": files.workdir,
       "metric": metric, "best": {"step": best["step"], "value": keep.score(best),
                                  "metrics": best["metrics"]},

@@ -52,9 +52,12 @@ class RunFiles:
     """The new best parameters with their history entry and the task config (collective)."""
     checkpoints.save_checkpoint(config.model, params, self.best_dir)
     self._write_json(os.path.join(self.best_dir, "best_step.json"), entry)
-    # The task beside the weights: `albert_jax.predict` featurizes and decodes with it.
-    self._write_json(os.path.join(self.best_dir, checkpoints.TASK_FILE),
-                     {"task": config.task.to_dict(), "model_name": config.model_name})
+    # The task beside the weights: `albert_jax.predict` featurizes (data: the tokenizer and the
+    # sequence length) and decodes (task) with it.
+    saved = {"task": config.task.to_dict(), "model_name": config.model_name}
+    if "data" in config:
+      saved["data"] = config.data.to_dict()
+    self._write_json(os.path.join(self.best_dir, checkpoints.TASK_FILE), saved)
 
   def restore_best(self, like: Any, shardings: Any) -> Any:
     """The best parameters, restored with the shapes of `like` onto `shardings` (collective)."""
