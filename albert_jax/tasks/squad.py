@@ -6,10 +6,9 @@ scoring is squad_metrics.py, the decoding squad_postprocess.py.
   max_seq_length - |q| - 3 pieces starting every `doc_stride` pieces:
   `[CLS] q [SEP] window [SEP]`, segment 0 for [CLS]/q/[SEP], 1 for the window and its [SEP].
   `p_mask` is 1 on the question, both [SEP] and padding, 0 on [CLS] and the window.
-- Character <-> piece alignment: the pieces (▁ -> space) are matched to the raw paragraph with the
-  official banded longest-common-subsequence (XLNet's `_lcs_match`, characters compared after the
-  tokenizer's normalization); a paragraph matching less than 80% of its characters is dropped
-  ("MISMATCH DETECTED" in the official log). Alignments are cached per paragraph.
+- Character <-> piece alignment (squad_alignment.py): the official banded longest-common-
+  subsequence; a paragraph matching less than 80% of its characters is dropped ("MISMATCH
+  DETECTED" in the official log). Alignments are cached per paragraph.
 - Training windows that do not contain the answer, and unanswerable questions, point at [CLS]
   (start = end = 0) and are kept. A token's "max context" window is the one where
   min(left, right context) + 0.01 * window length is largest.
@@ -23,17 +22,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import unicodedata
 from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 
 from albert_jax import fileio
+from albert_jax.tasks import squad_alignment
+from albert_jax.tasks.squad_alignment import Alignment, align_paragraph
 from albert_jax.tasks import squad_postprocess
 from albert_jax.tasks import squad_metrics
 from albert_jax import tasks as tasks_lib
-from albert_jax.data.tokenization import SPIECE_UNDERLINE
 
 VERSIONS = ("1.1", "2.0")
 _FILES = {"train": "train-v{}.json", "validation": "dev-v{}.json"}
@@ -137,113 +136,6 @@ def read_examples(task: ml_collections.ConfigDict, split: str, is_training: bool
 
 
 # ----------------------------------------------------------------------------------------------
-# Character <-> piece alignment (official XLNet/ALBERT algorithm).
-# ----------------------------------------------------------------------------------------------
-
-
-def _normalize_char(c: str, lower: bool, keep_accents: bool) -> str:
-  """Official preprocess_text(c, remove_space=False): NFKD, drop combining marks, lower-case."""
-  if not keep_accents:
-    c = "".join(x for x in unicodedata.normalize("NFKD", c) if not unicodedata.combining(x))
-  return c.lower() if lower else c
-
-
-def _lcs_match(orig: Sequence[str], tok: str, max_dist: int) -> tuple[dict, dict]:
-  """Banded LCS between normalized paragraph characters and the piece text; (f, g) tables."""
-  f: dict[tuple[int, int], int] = {}
-  g: dict[tuple[int, int], int] = {}
-  n, m = len(orig), len(tok)
-  for i in range(n):
-    for j in range(max(i - max_dist, 0), min(i + max_dist, m)):
-      if i > 0:
-        g[i, j] = 0
-        f[i, j] = f.get((i - 1, j), 0)
-      if j > 0 and f.get((i, j - 1), 0) > f.get((i, j), 0):
-        g[i, j] = 1
-        f[i, j] = f[i, j - 1]
-      f_prev = f.get((i - 1, j - 1), 0) if i > 0 and j > 0 else 0
-      if orig[i] == tok[j] and f_prev + 1 > f.get((i, j), 0):
-        g[i, j] = 2
-        f[i, j] = f_prev + 1
-  return f, g
-
-
-def _convert_index(index: list, pos: int, m: Optional[int] = None, is_start: bool = True) -> int:
-  """Official `_convert_index`: map `pos` through `index`, bridging unaligned (None) entries."""
-  if index[pos] is not None:
-    return index[pos]
-  n = len(index)
-  rear = pos
-  while rear < n - 1 and index[rear] is None:
-    rear += 1
-  front = pos
-  while front > 0 and index[front] is None:
-    front -= 1
-  if index[front] is None:
-    if index[rear] >= 1:
-      return 0 if is_start else index[rear] - 1
-    return index[rear]
-  if index[rear] is None:
-    if m is not None and index[front] < m - 1:
-      return index[front] + 1 if is_start else m - 1
-    return index[front]
-  if is_start:
-    return index[front] + 1 if index[rear] > index[front] + 1 else index[rear]
-  return index[rear] - 1 if index[rear] > index[front] + 1 else index[front]
-
-
-@dataclasses.dataclass
-class Alignment:
-  piece_ids: list[int]
-  tok_start_to_orig: list[int]
-  tok_end_to_orig: list[int]
-  orig_to_chartok: list
-  chartok_to_tok: list[int]
-
-
-def align_paragraph(context: str, tokenizer) -> Optional[Alignment]:
-  """Pieces of `context` and their character spans in it; None on an official MISMATCH."""
-  pieces = tokenizer.tokenize(context)
-  chartok_to_tok, tok_start, tok_end = [], [], []
-  count = 0
-  for i, piece in enumerate(pieces):
-    text = piece.replace(SPIECE_UNDERLINE, " ")
-    chartok_to_tok.extend([i] * len(text))
-    tok_start.append(count)
-    count += len(text)
-    tok_end.append(count - 1)
-  tok_text = "".join(pieces).replace(SPIECE_UNDERLINE, " ")
-  n, m = len(context), len(tok_text)
-  if n == 0 or m == 0:
-    return None
-  orig = [_normalize_char(c, tokenizer.do_lower_case, tokenizer.keep_accents) for c in context]
-  max_dist = abs(n - m) + 5
-  for _ in range(2):
-    f, g = _lcs_match(orig, tok_text, max_dist)
-    if f.get((n - 1, m - 1), 0) > 0.8 * n:
-      break
-    max_dist *= 2
-  orig_to_chartok: list = [None] * n
-  chartok_to_orig: list = [None] * m
-  i, j = n - 1, m - 1
-  while i >= 0 and j >= 0 and (i, j) in g:
-    if g[i, j] == 2:
-      orig_to_chartok[i], chartok_to_orig[j] = j, i
-      i, j = i - 1, j - 1
-    elif g[i, j] == 1:
-      j -= 1
-    else:
-      i -= 1
-  if all(v is None for v in orig_to_chartok) or f.get((n - 1, m - 1), 0) < 0.8 * n:
-    return None
-  return Alignment(
-      piece_ids=tokenizer.convert_tokens_to_ids(pieces),
-      tok_start_to_orig=[_convert_index(chartok_to_orig, s, n, True) for s in tok_start],
-      tok_end_to_orig=[_convert_index(chartok_to_orig, e, n, False) for e in tok_end],
-      orig_to_chartok=orig_to_chartok, chartok_to_tok=chartok_to_tok)
-
-
-# ----------------------------------------------------------------------------------------------
 # Windows.
 # ----------------------------------------------------------------------------------------------
 
@@ -299,8 +191,8 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
     tok_start = tok_end = 0
     if is_training and not ex.is_impossible:
       end_char = ex.start_char + len(ex.answer_text) - 1
-      tok_start = al.chartok_to_tok[_convert_index(al.orig_to_chartok, ex.start_char, None, True)]
-      tok_end = al.chartok_to_tok[_convert_index(al.orig_to_chartok, end_char, None, False)]
+      tok_start = al.chartok_to_tok[squad_alignment.convert_index(al.orig_to_chartok, ex.start_char, None, True)]
+      tok_end = al.chartok_to_tok[squad_alignment.convert_index(al.orig_to_chartok, end_char, None, False)]
       if tok_start > tok_end:  # the official code asserts here
         stats["bad_answer_span"] += 1
         continue
