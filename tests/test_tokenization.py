@@ -11,7 +11,6 @@ from albert_jax.data import tokenization
 # Tricky inputs from the issue. None contains "<digit>," so ids must equal Hugging Face's.
 PARITY_STRINGS = [
     "Héllo Wörld, café naïve façade",
-    "``Quoted'' and \"plain\" quotes, `single' ones",
     "Version 3.0 is out. Pi is 3.14159!",
     "日本語のテキスト 中文 한국어",
     "emoji 😀 🎉 and symbols £5 €10 ½ ² ﬁ",
@@ -20,6 +19,8 @@ PARITY_STRINGS = [
     "ÅNGSTRÖM Ünïcödé ÉCOLE",
     "e.g. (parentheses) - dashes – and ... ellipses",
 ]
+# LaTeX-style quotes: kept by the official preprocessing (and ours), turned into " by Hugging Face.
+QUOTE_STRINGS = ["``Quoted'' and \"plain\" quotes, `single' ones", "he said ``no''"]
 # Strings with a "<digit>," piece: where we re-split (official behaviour) and HF v5 does not.
 DIGIT_COMMA_STRINGS = ["Released in 3.0, then 1990, and 12,345 copies", "x1, y2, z3,", "a 2,b"]
 
@@ -53,7 +54,7 @@ def hf_tokenizer_from_folder(spm_model, tmp_path_factory):
 
 def test_preprocess_text_official_rules():
   assert tokenization.preprocess_text("  A  b\t\nC ") == "a b c"
-  assert tokenization.preprocess_text("``Hi''") == '"hi"'
+  assert tokenization.preprocess_text("``Hi''") == "``hi''"  # the official code keeps them
   assert tokenization.preprocess_text("Café Naïve") == "cafe naive"
   assert tokenization.preprocess_text("Café", keep_accents=True) == "café"
   assert tokenization.preprocess_text("Café", lower=False) == "Cafe"
@@ -103,7 +104,17 @@ def test_digit_comma_resplit_is_the_only_difference(tokenizer, hf_tokenizer):
   assert triggered, "no test string produced a <digit>, piece: the difference went untested"
 
 
-@pytest.mark.parametrize("text", PARITY_STRINGS + DIGIT_COMMA_STRINGS)
+@pytest.mark.parametrize("text", QUOTE_STRINGS)
+def test_latex_quotes_are_kept_where_hf_replaces_them(tokenizer, hf_tokenizer, text):
+  assert "``" in tokenizer.preprocess(text) and "''" in tokenizer.preprocess(text)
+  assert tokenizer.encode(text) == tokenizer.sp.encode(tokenizer.preprocess(text))
+  hf_ids = hf_tokenizer.encode(text, add_special_tokens=False)
+  assert hf_ids == tokenizer.sp.encode(tokenizer.preprocess(
+      text.replace("``", '"').replace("\'\'", '"')))
+  assert tokenizer.encode(text) != hf_ids
+
+
+@pytest.mark.parametrize("text", PARITY_STRINGS + QUOTE_STRINGS + DIGIT_COMMA_STRINGS)
 def test_ids_equal_raw_sentencepiece_after_preprocessing(tokenizer, text):
   pre = tokenizer.preprocess(text)
   raw = tokenizer.sp.encode(pre, out_type=str)
@@ -131,13 +142,35 @@ def test_digit_comma_keeps_word_start_marker(tokenizer):
   pieces = tokenizer.tokenize("in 1990, it")
   comma = pieces.index(",")
   assert pieces[comma - 1].isdigit() or pieces[comma - 1].lstrip("\u2581").isdigit()
-  # The number's first piece still starts a word (the official Python-3 code drops the marker).
+  # The number's first piece still starts a word, as in the official code.
   number = [p for p in pieces[:comma] if p.lstrip("\u2581")[:1].isdigit()]
   assert number[0].startswith("\u2581")
 
 
+def _official_python3_pieces(sp, pieces):
+  """google-research/albert `encode_pieces`' digit+comma branch as it runs under Python 3:
+  `piece[0] != SPIECE_UNDERLINE` compares a str with bytes (always true) and
+  `cur_pieces[0][0] == SPIECE_UNDERLINE` likewise (always false), so the marker is never removed."""
+  out = []
+  for piece in pieces:
+    if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+      out += sp.encode(piece[:-1].replace("\u2581", ""), out_type=str) + [","]
+    else:
+      out.append(piece)
+  return out
+
+
+def test_digit_comma_inside_a_word_gets_no_marker(tokenizer):
+  # "x1," -> "▁x" "1," in SentencePiece: the re-split keeps "1" inside the word; the official code
+  # under Python 3 adds a "▁" there (the intended difference of the module docstring).
+  raw = tokenizer.sp.encode(tokenizer.preprocess("x1, y2"), out_type=str)
+  assert raw[:2] == ["\u2581x", "1,"], raw  # the case this test is about
+  assert tokenizer.tokenize("x1, y2")[:3] == ["\u2581x", "1", ","]
+  assert _official_python3_pieces(tokenizer.sp, raw)[:3] == ["\u2581x", "\u25811", ","]
+
+
 def test_encode_batch_matches_encode(tokenizer):
-  texts = PARITY_STRINGS + DIGIT_COMMA_STRINGS
+  texts = PARITY_STRINGS + QUOTE_STRINGS + DIGIT_COMMA_STRINGS
   assert tokenizer.encode_batch(texts) == [tokenizer.encode(t) for t in texts]
 
 

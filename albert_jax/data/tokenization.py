@@ -1,19 +1,22 @@
 """SentencePiece tokenization with the official ALBERT preprocessing, and a vocabulary trainer.
 
-Text -> ids follows the official ALBERT pipeline (google-research/albert `tokenization.py`, and HF's
-`tokenization_albert.py`): collapse whitespace, turn the LaTeX-style quotes `` and '' into " (as HF
-and XLNet do; not the official code), NFKD-normalize and drop combining marks (unless `keep_accents`),
-lower-case (if `do_lower_case`), SentencePiece-encode, then
+Text -> ids follows the official ALBERT pipeline (google-research/albert `tokenization.py`,
+`preprocess_text` and `encode_pieces`): collapse whitespace, NFKD-normalize and drop combining
+marks (unless `keep_accents`), lower-case (if `do_lower_case`), SentencePiece-encode, then
 re-split pieces such as "1990," into "1990" + "," (the official "digit + comma" fix).
 
 Intended differences, each documented and tested in tests/test_tokenization.py:
   * The digit+comma re-split follows the *intended* logic (as in the XLNet code and the former slow
-    Hugging Face tokenizer): a word-start marker is kept on "▁1990,". The official code run under
-    Python 3 compares a str character with a bytes constant there, so it strips the marker and emits
-    "1990" without "▁". We keep the marker because the official released vocabularies were built
-    for the intended behaviour and whole-word masking depends on the marker.
-  * transformers v5's `AlbertTokenizer` is a `tokenizers` pipeline without the digit+comma re-split,
-    so ids differ from ours (and from the official code) exactly on pieces of the form "<digit>,".
+    Hugging Face tokenizer): the re-encoded number gets SentencePiece's word-start marker, which is
+    removed again when the original piece had none ("x1," -> "▁x", "1", ","). The official code run
+    under Python 3 compares a str character with a bytes constant there, so it never removes it and
+    ADDS a "▁" inside the word ("▁x", "▁1", ","). Where the piece started a word ("▁1990,") both
+    give the same pieces.
+  * transformers' `AlbertTokenizer` (and XLNet's preprocessing) also turn the LaTeX-style quotes
+    `` and '' into "; the official ALBERT `preprocess_text` does not, and neither do we, so ids
+    differ from Hugging Face's on text with those quotes. transformers v5's `AlbertTokenizer` is a
+    `tokenizers` pipeline without the digit+comma re-split, so ids also differ on pieces of the
+    form "<digit>,".
 
 Special ids for models trained by `train_model` (the official spm_train flags): `<pad>`=0, `<unk>`=1,
 `[CLS]`=2, `[SEP]`=3, `[MASK]`=4. Ids are looked up by piece, so any model that has these pieces works.
@@ -68,8 +71,7 @@ class TokenizerError(ValueError):
 
 def preprocess_text(text: str, *, lower: bool = True, keep_accents: bool = False) -> str:
   """The official ALBERT text normalization applied before SentencePiece."""
-  out = " ".join(text.strip().split())
-  out = out.replace("``", '"').replace("''", '"')
+  out = " ".join(text.strip().split())  # quotes `` and '' are kept, as the official code does
   # ASCII text is NFKD-invariant and has no combining marks: skip the per-character pass (hot path).
   if not keep_accents and not out.isascii():
     out = unicodedata.normalize("NFKD", out)
