@@ -72,12 +72,12 @@ def _read_json(path: str) -> Optional[dict]:
   return fileio.read_json(path) if fileio.isfile(path) else None
 
 
-def _find_task(directory: str, config) -> tuple[Optional[ml_collections.ConfigDict],
-                                                Optional[ml_collections.ConfigDict]]:
-  """(task, data) sections of a fine-tuned checkpoint: task.json, the run's metrics.json or
-  `config`; (None, None) for other checkpoints."""
-  saved = _read_json(os.path.join(directory, checkpoints.TASK_FILE))
-  for d in (directory, os.path.dirname(directory)):  # else the run's metrics.json (its config)
+def _find_task(source: checkpoint_kinds.Source, config) -> tuple[
+    Optional[ml_collections.ConfigDict], Optional[ml_collections.ConfigDict]]:
+  """(task, data) sections of a fine-tuned checkpoint: those saved beside it (task.json), else the
+  run's metrics.json or `config`; (None, None) for other checkpoints."""
+  saved = {"task": source.task, "data": source.data} if source.task is not None else None
+  for d in (source.directory, os.path.dirname(source.directory)):  # the run's config
     metrics = _read_json(os.path.join(d, "metrics.json")) if saved is None else None
     if metrics and "task" in metrics.get("config", {}):
       saved = metrics["config"]
@@ -120,7 +120,7 @@ def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_m
                        "file> (e.g. configs/demo.py)")
     model_config = ModelConfig.from_any(config.model)
   directory = source.directory
-  task, data = _find_task(directory, config)  # task.json keeps the data section too
+  task, data = _find_task(source, config)
   if do_lower_case is None:
     do_lower_case = bool(data.get("do_lower_case", True)) if data else bool(
         (config.get("data", {}) if config is not None else {}).get("do_lower_case", True))

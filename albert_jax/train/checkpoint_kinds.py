@@ -77,6 +77,7 @@ class Source:
   task: Optional[dict]                 # the fine-tuning task saved beside (task.json), or None
   directory: str                       # where files beside it are (spm.model, best_step.json)
   step: Optional[int] = None           # the step read from a workdir's checkpoints/
+  data: Optional[dict] = None          # the fine-tuning data section saved with the task, or None
 
 
 def detect(path: str, field: str = "checkpoint") -> str:
@@ -131,8 +132,9 @@ def read(path: str, *, kind: str = "auto", albert_config: str = "",
 
 def _read_own(path: str, **_: Any) -> Source:
   config, params = checkpoints.load_checkpoint(path)
-  return Source("checkpoint", path, ModelConfig.from_any(config), params,
-                checkpoints.read_task(path), path)
+  saved = checkpoints.read_task_file(path) or {}
+  return Source("checkpoint", path, ModelConfig.from_any(config), params, saved.get("task"), path,
+                data=saved.get("data"))
 
 
 def _read_workdir(path: str, *, field: str, **_: Any) -> Source:

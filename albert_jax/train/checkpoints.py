@@ -293,16 +293,22 @@ def restore_params(directory: str, target: Any) -> Any:
   return ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_ITEM), target)
 
 
-def read_task(directory: str) -> Optional[dict[str, Any]]:
-  """The fine-tuning task saved beside a checkpoint (`task.json`, as fine-tuning writes it in
-  best/), or None when there is none."""
+def read_task_file(directory: str) -> Optional[dict[str, Any]]:
+  """What fine-tuning saved beside a checkpoint (`task.json` in best/): its "task" section and,
+  from runs since fine-tuning had one, its "data" section; None when there is no such file."""
   path = os.path.join(fileio.absolute(directory), TASK_FILE)
   if not fileio.exists(path):
     return None
   saved = fileio.read_json(path)
   if not isinstance(saved, Mapping) or not isinstance(saved.get("task"), Mapping):
     raise ValueError(f"{path} has no 'task' section (expected {{\"task\": {{\"family\": ...}}}})")
-  return dict(saved["task"])
+  return dict(saved)
+
+
+def read_task(directory: str) -> Optional[dict[str, Any]]:
+  """The fine-tuning task saved beside a checkpoint (read_task_file's "task"), or None."""
+  saved = read_task_file(directory)
+  return None if saved is None else dict(saved["task"])
 
 
 _SHOWN_DIFFERENCES = 5  # differing leaves named in the mismatch error
