@@ -50,7 +50,7 @@ def test_two_processes_from_the_documented_environment_variables():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  code = ("from albert_jax import distributed; import jax; "
+  code = ("from albert_jax.train import distributed; import jax; "
           "distributed.maybe_initialize(distributed.default_config()); "
           "print('process', jax.process_index(), 'of', jax.process_count())")
   procs = [subprocess.Popen(
