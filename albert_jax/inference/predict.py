@@ -300,7 +300,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   string("spm_model", "SentencePiece model (else found as the module docstring says)")
   string("albert_config", "albert_config.json (TF checkpoints)")
   flags.DEFINE_bool("cased", False, "do not lower-case (cased models)", flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", 32, "examples per batch", flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 32, "examples per batch (score: masked copies)",
+                       flag_values=flag_values)
   flags.DEFINE_integer("top_k", None, "fill-mask: candidates per mask (default 5); generate: "
                        "sample from the k most probable pieces (default 0: all)",
                        flag_values=flag_values)
