@@ -131,7 +131,7 @@ def run(args: types.SimpleNamespace, loaded: Loaded,
   where = [ex["where"] for ex in examples]
   if args.mode == "generate":
     texts = [_template(ex, args) for ex in examples]
-    decode = settings(args)  # bad settings fail before the model is built
+    decode = settings(args)  # bad settings fail before the masked LM is built
     results = generate.infill(MaskedLM.from_loaded(loaded), texts, decode, where)
     return [g.to_json() for g in results], None
   scores = score.score(MaskedLM.from_loaded(loaded), [ex["text"] for ex in examples],
