@@ -1,10 +1,12 @@
 """Generation (mask-predict, Gibbs) and pseudo-log-likelihood scoring with the masked LM: a tiny
 model trained here to memorize a few sentences regenerates masked words and spans of them and
 prefers them to shuffled copies; PLL against a one-copy-at-a-time reference; seeds; a converted
-Hugging Face checkpoint against transformers; one-line errors."""
+Hugging Face checkpoint against transformers (API and `predict generate` / `predict score`);
+one-line errors."""
 
 import dataclasses
 import functools
+import json
 import math
 import random
 
@@ -16,7 +18,7 @@ import optax
 import pytest
 
 from albert_jax.data import tokenization
-from albert_jax.inference import generate, loading, score
+from albert_jax.inference import generate, loading, predict, score
 from albert_jax.inference.loading import InputError
 from albert_jax.inference.mlm import MaskedLM, join_pieces
 from albert_jax.model import modeling
@@ -271,7 +273,7 @@ def test_training_sentences_have_lower_pseudo_perplexity_than_shuffled(trained):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_converted_hugging_face_checkpoint_matches_transformers(tmp_path, tok):
+def test_converted_hugging_face_checkpoint_matches_transformers(tmp_path, tok, capsys):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   from albert_jax.interop import convert  # pylint: disable=g-import-not-at-top
@@ -319,6 +321,15 @@ def test_converted_hugging_face_checkpoint_matches_transformers(tmp_path, tok):
   again = MaskedLM.from_loaded(loaded)
   assert again.spec == lm.spec
   np.testing.assert_allclose(score.score(again, [text])[0].log_probs, s.log_probs, atol=1e-6)
+  # ... and through the command line.
+  common = ["--checkpoint", str(tmp_path), "--spm_model", tok.model_file, "--format", "jsonl"]
+  assert predict.main(["generate", "the [MASK*3] returns a [MASK] .", "--greedy",
+                       "--iterations", "1", *common]) == 0
+  [cli] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [s["ids"] for s in cli["slots"]] == [s.ids for s in g.slots]
+  assert predict.main(["score", text, *common]) == 0
+  [cli] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  np.testing.assert_allclose(cli["log_probs"], expected, atol=1e-4)
   finetuned = dataclasses.replace(loaded, params={"albert": loaded.params["albert"]},
                                   task=ml_collections.ConfigDict({"family": "glue"}))
   with pytest.raises(InputError, match=r"is fine-tuned for glue \(no MLM head\)"):

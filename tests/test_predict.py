@@ -1,6 +1,7 @@
-"""`python -m albert_jax.predict`: fill-mask on a tiny pretrained model (from its workdir, a
-converted checkpoint and a Hugging Face directory), every task mode on tiny fine-tuned models (with
-the training featurization: predictions equal the fine-tuning run's own), and clear failures."""
+"""`python -m albert_jax.predict`: fill-mask, generate and score on a tiny pretrained model (from
+its workdir, a converted checkpoint and a Hugging Face directory), every task mode on tiny
+fine-tuned models (with the training featurization: predictions equal the fine-tuning run's own),
+and clear failures."""
 
 import importlib.util
 import io
@@ -17,7 +18,8 @@ import pytest
 
 from albert_jax.interop import convert
 from albert_jax.train import finetune
-from albert_jax.inference import predict
+from albert_jax.inference import generate, predict, score
+from albert_jax.inference.mlm import MaskedLM, join_pieces
 from albert_jax.train import pretrain
 
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -32,6 +34,15 @@ def run(capsys, *argv):
   code = predict.main([str(a) for a in argv])
   out, err = capsys.readouterr()
   return code, out, err
+
+
+def usage_error(capsys, *argv):
+  """stderr of a command line that ends in a usage error (exit status 2, raised in process)."""
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    predict.main([str(a) for a in argv])
+  assert exit_info.value.code == 2
+  return capsys.readouterr().err
 
 
 def jsonl(text):
@@ -118,6 +129,157 @@ def test_fill_mask_returns_k_ranked_candidates_per_mask(capsys, pretrained, spm_
   lines = text.splitlines()  # the text, then one line of candidates per mask
   assert len(lines) == 3 and lines[0] == SENTENCE and lines[1].startswith("  [MASK] 1: ")
   assert lines[2].count(" | ") == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# generate and score (the masked LM).
+# ----------------------------------------------------------------------------------------------
+
+INFILL = "the [MASK*3] returns a new list of [MASK] ."
+CONTINUE = {"prompt": "the function", "max_new_pieces": 4, "suffix": "."}
+
+
+def kinds(pretrained, spm_model):
+  """The --checkpoint arguments of each kind of the same pretrained model."""
+  return {"workdir": ["--checkpoint", pretrained["workdir"], "--config", pretrained["config"],
+                      "--spm_model", spm_model],
+          **{k: ["--checkpoint", pretrained[k], "--spm_model", spm_model]
+             for k in ("checkpoint", "hf")}}
+
+
+def test_generate_infills_and_continues_as_the_api_does(capsys, pretrained, spm_model):
+  args = kinds(pretrained, spm_model)
+  code, out, err = run(capsys, "generate", INFILL, json.dumps(CONTINUE), *args["checkpoint"],
+                       "--seed", 3, "--iterations", 3, "--top_k", 50, "--format", "jsonl")
+  assert code == 0, err
+  results = jsonl(out)
+  assert [r["input"] for r in results] == [{"text": INFILL}, CONTINUE]
+  lm = MaskedLM.from_loaded(predict.load(str(pretrained["checkpoint"]), spm_model=spm_model))
+  expected = generate.infill(lm, [INFILL, "the function [MASK*4] ."],
+                             generate.DecodeSettings(seed=3, iterations=3, top_k=50))
+  assert [{k: v for k, v in r.items() if k != "input"} for r in results] == [
+      g.to_json() for g in expected]
+  assert [[len(s["pieces"]) for s in r["slots"]] for r in results] == [[3, 1], [4]]
+  for r in results:
+    assert "[MASK]" not in r["text"] and r["text"] == join_pieces(r["pieces"])
+    for s in r["slots"]:
+      assert r["pieces"][s["position"]:s["position"] + len(s["pieces"])] == s["pieces"]
+      assert all(0 < p <= 1 for p in s["probabilities"])
+  assert results[1]["pieces"][:2] == ["▁the", "▁function"] and results[1]["pieces"][-1] == "."
+  # --max_new_pieces makes plain inputs prompts; --suffix is their default suffix.
+  code, flagged, err = run(capsys, "generate", "the function", *args["checkpoint"], "--seed", 3,
+                           "--iterations", 3, "--top_k", 50, "--max_new_pieces", 4,
+                           "--suffix", ".", "--format", "jsonl")
+  assert code == 0, err
+  [continued] = generate.continue_text(lm, ["the function"], 4, ["."],
+                                       generate.DecodeSettings(seed=3, iterations=3, top_k=50))
+  assert jsonl(flagged)[0]["slots"] == continued.to_json()["slots"]
+
+
+def test_generate_is_the_same_on_every_checkpoint_kind(capsys, pretrained, spm_model):
+  outputs = {}
+  for kind, args in kinds(pretrained, spm_model).items():
+    code, out, err = run(capsys, "generate", INFILL, *args, "--strategy", "gibbs", "--greedy",
+                         "--iterations", 2, "--format", "jsonl")
+    assert code == 0, (kind, err)
+    outputs[kind] = jsonl(out)[0]
+  for kind, result in outputs.items():
+    assert [s["ids"] for s in result["slots"]] == [s["ids"] for s in outputs["workdir"]["slots"]]
+    np.testing.assert_allclose([p for s in result["slots"] for p in s["probabilities"]],
+                               [p for s in outputs["workdir"]["slots"] for p in
+                                s["probabilities"]], rtol=1e-4, err_msg=kind)
+  code, text, _ = run(capsys, "generate", INFILL, *kinds(pretrained, spm_model)["hf"],
+                      "--strategy", "gibbs", "--greedy", "--iterations", 2)
+  lines = text.splitlines()  # the completed text, then one line per slot
+  slots = outputs["hf"]["slots"]
+  assert code == 0 and lines[0] == outputs["hf"]["text"] and len(lines) == 3
+  assert lines[1] == (f"  slot 1: {slots[0]['text']} (" + ", ".join(
+      f"{piece} {p:.3f}" for piece, p in zip(slots[0]["pieces"], slots[0]["probabilities"])) + ")")
+
+
+def test_score_per_piece_and_corpus_pseudo_perplexity(capsys, pretrained, spm_model, tmp_path):
+  texts = ["the function returns a new list .", "a dictionary maps keys to values .", "hello"]
+  lines = tmp_path / "sentences.txt"
+  lines.write_text(texts[0] + "\n\n" + json.dumps({"text": texts[1]}) + "\n" + texts[2] + "\n")
+  outputs = {}
+  for kind, args in kinds(pretrained, spm_model).items():
+    code, out, err = run(capsys, "score", "--input", lines, *args, "--batch_size", 4,
+                         "--format", "jsonl")
+    assert code == 0, (kind, err)
+    outputs[kind] = (jsonl(out), err)
+  results, err = outputs["checkpoint"]
+  lm = MaskedLM.from_loaded(predict.load(str(pretrained["checkpoint"]), spm_model=spm_model))
+  expected = score.score(lm, texts, batch_size=4)
+  assert [r["input"] for r in results] == [{"text": t} for t in texts]
+  for r, e in zip(results, expected):
+    assert r["text"] == e.text and r["pieces"] == e.pieces == lm.tokenizer.tokenize(e.text)
+    np.testing.assert_allclose(r["log_probs"], e.log_probs, rtol=1e-5, atol=1e-6)
+    assert r["pll"] == pytest.approx(sum(r["log_probs"]))
+    assert r["pseudo_perplexity"] == pytest.approx(np.exp(-r["pll"] / len(r["pieces"])))
+  corpus = score.corpus_pseudo_perplexity(expected)
+  pieces = sum(len(e.pieces) for e in expected)
+  assert err.strip() == (f"corpus pseudo-perplexity {corpus:.4f} over 3 texts ({pieces} pieces, "
+                         f"PLL {sum(e.pll for e in expected):.4f})")
+  for kind, (other, _) in outputs.items():
+    np.testing.assert_allclose([r["pll"] for r in other], [r["pll"] for r in results],
+                               rtol=1e-4, err_msg=kind)
+  code, text, err = run(capsys, "score", *texts, *kinds(pretrained, spm_model)["hf"])
+  fields = [line.split("\t") for line in text.splitlines()]
+  assert code == 0 and [f[3] for f in fields] == texts and err.startswith("corpus ")
+  assert [int(f[2]) for f in fields] == [len(e.pieces) for e in expected]
+  np.testing.assert_allclose([float(f[0]) for f in fields],
+                             [e.pseudo_perplexity for e in expected], rtol=1e-3)
+
+
+def test_generate_and_score_bad_input_fails_clearly(capsys, pretrained, rte, spm_model):
+  pre = ["--checkpoint", pretrained["checkpoint"], "--spm_model", spm_model]
+  cases = [
+      (["generate", "no mask here", *pre],
+       r"argument 1: no \[MASK\] slot in 'no mask here': .* or pass --max_new_pieces=N"),
+      (["generate", "", *pre], r"argument 1: empty or missing 'text' \(or 'prompt'\)"),
+      (["generate", '{"prompt": "  ", "max_new_pieces": 2}', *pre], r"empty or missing 'text'"),
+      (["generate", "the [MASK*200] .", *pre],
+       r"argument 1: \d+ pieces .* exceed the model's max_position_embeddings=128"),
+      (["generate", "the", "--max_new_pieces", 130, *pre],
+       r"argument 1: \d+ pieces .* exceed the model's max_position_embeddings=128"),
+      (["generate", "a [MASK] .", "--suffix", "b", *pre], r"a suffix needs --max_new_pieces"),
+      (["generate", '{"text": "a [MASK]", "label": 1}', *pre], r"unknown field\(s\) \['label'\]"),
+      (["generate", '{"prompt": "a", "max_new_pieces": 0}', *pre],
+       r"'max_new_pieces' must be an integer >= 1, got 0"),
+      (["generate", "a [MASK] .", "--temperature", 0, *pre], r"temperature=0.0: must be > 0"),
+      (["generate", "a [MASK] .", "--checkpoint", rte],
+       r"is fine-tuned for glue \(no MLM head\): generation and scoring need a pretraining"),
+      (["score", "a fine text .", "--checkpoint", rte], r"is fine-tuned for glue \(no MLM head\)"),
+      (["score", " ", *pre], r"argument 1: empty or missing 'text'"),
+      (["score", "word " * 200, *pre],
+       r"argument 1: \d+ pieces .* exceed the model's max_position_embeddings=128"),
+  ]
+  for argv, message in cases:
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, (argv, err)
+    assert re.search(message, err), (message, err)
+  usage = [
+      (["score", "a b", "--greedy", *pre], r"--greedy is a `generate` flag"),
+      (["generate", "a [MASK]", "--greedy", "--top_p", 0.5, *pre], r"--top_p \(sampling\)"),
+      (["generate", "a [MASK]", "--order", "random", *pre], r"--order is a gibbs setting"),
+      (["generate", "a [MASK]", "--max_new_pieces", -1, *pre], r"--max_new_pieces=-1"),
+      (["fill-mask", "a [MASK]", "--top_k", 0, *pre], r"--top_k=0: must be >= 1"),
+  ]
+  for argv, message in usage:
+    err = usage_error(capsys, *argv)
+    assert len(err.splitlines()) == 1 and re.search(message, err), (message, err)
+
+
+def test_generate_command_line_reads_stdin_jsonl(pretrained, spm_model):
+  proc = subprocess.run(
+      [sys.executable, "-m", "albert_jax.predict", "generate", "--format=jsonl", "--greedy",
+       f"--checkpoint={pretrained['checkpoint']}", f"--spm_model={spm_model}"],
+      input=json.dumps(CONTINUE) + "\n\n" + INFILL + "\n", text=True, capture_output=True,
+      cwd=REPO, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr
+  results = jsonl(proc.stdout)
+  assert [r["input"] for r in results] == [CONTINUE, {"text": INFILL}]
+  assert [[len(s["ids"]) for s in r["slots"]] for r in results] == [[4], [3, 1]]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
     python -m albert_jax.predict qa --checkpoint=runs/squad2 '{"question": "...", "context": "..."}'
     python -m albert_jax.predict tag --checkpoint=runs/conll2003 < sentences.txt
     python -m albert_jax.predict choice --checkpoint=runs/race --input=questions.jsonl
+    python -m albert_jax.predict generate --checkpoint=DIR "the [MASK*3] returns a [MASK] ."
+    python -m albert_jax.predict generate --checkpoint=DIR --max_new_pieces=8 "the function"
+    python -m albert_jax.predict score --checkpoint=DIR --input=sentences.txt --format=jsonl
 
 --checkpoint: every kind that albert_jax.train.checkpoint_kinds reads: a fine-tuning workdir (its
 `best/` is used) or a `best/`; any `convert.save_checkpoint` directory (e.g. `python -m
@@ -29,7 +32,9 @@ one line per example (fill-mask: the text, then one line per mask), or JSON line
 family's own featurizer) and run in batches of --batch_size; inputs that training would truncate
 (classify, choice) are refused unless --truncate; qa and tag use the training windows, so long
 inputs are fine. fill-mask: the text around each [MASK] is encoded as separate words, and a
-candidate piece without "▁" joins the word before it ("word" in the output).
+candidate piece without "▁" joins the word before it ("word" in the output). generate (text
+with [MASK] / [MASK*N] slots, or a prompt and --max_new_pieces) and score (pseudo-log-likelihood):
+see albert_jax/inference/predict_mlm.py.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import numpy as np
 from albert_jax import command_line
 from albert_jax import fileio
 from albert_jax.train import finetune
+from albert_jax.inference import predict_mlm
 from albert_jax.inference.loading import InputError, Loaded, load, load_config_file
 from albert_jax.model import modeling
 from albert_jax.train import warm_start
@@ -58,7 +64,8 @@ from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
 
 # Mode -> the task family it needs (None: the pretraining MLM head); each family names its mode.
-MODES = {"fill-mask": None, **{f.predict_mode: name for name, f in tasks_lib.families().items()}}
+MODES = {"fill-mask": None, **dict.fromkeys(predict_mlm.MODES),
+         **{f.predict_mode: name for name, f in tasks_lib.families().items()}}
 _MODE_OF = {family: mode for mode, family in MODES.items() if family}
 _MASK = re.compile(re.escape(tokenization.MASK))
 
@@ -236,6 +243,8 @@ def parse_example(mode: str, line: str, where: str) -> dict:
     ex = {fam.plain_text_field if fam is not None else "text": line}
   if fam is not None:
     ex = fam.parse_predict_input(ex, where)
+  elif mode == "generate":
+    ex = predict_mlm.parse_generate_input(ex, where)
   elif not str(ex.get("text") or "").strip():
     raise InputError(f"{where}: empty or missing 'text'")
   ex["where"] = where
@@ -265,6 +274,8 @@ def format_text(mode: str, ex: dict, result: dict) -> list[str]:
   """The plain-text lines of one result."""
   if MODES[mode]:
     return tasks_lib.family(MODES[mode]).format_prediction(ex, result)
+  if mode in predict_mlm.MODES:
+    return predict_mlm.format_text(mode, result)
   ranked = lambda m: " | ".join(f"{c['word'] or c['piece']} {c['probability']:.3f}"
                                 for c in m["candidates"])
   return [ex["text"]] + [f"  [MASK] {m['mask']}: {ranked(m)}" for m in result["masks"]]
@@ -289,10 +300,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   string("spm_model", "SentencePiece model (else found as the module docstring says)")
   string("albert_config", "albert_config.json (TF checkpoints)")
   flags.DEFINE_bool("cased", False, "do not lower-case (cased models)", flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", 32, "examples per batch", flag_values=flag_values)
-  flags.DEFINE_integer("top_k", 5, "fill-mask candidates per mask", flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 32, "examples per batch (score: masked copies)",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("top_k", None, "fill-mask: candidates per mask (default 5); generate: "
+                       "sample from the k most probable pieces (default 0: all)",
+                       flag_values=flag_values)
   flags.DEFINE_integer("max_seq_length", 0, "fill-mask length limit (0: the model's)",
                        flag_values=flag_values)
+  predict_mlm.define_flags(flag_values)
   flags.DEFINE_bool("truncate", False, "classify/choice: cut long inputs as training does "
                     "instead of failing", flag_values=flag_values)
   flags.DEFINE_float("null_threshold", None, "qa (SQuAD v2): override the dev-tuned no-answer "
@@ -307,8 +322,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> types.SimpleNamespace:
     command_line.usage_error(f"the first argument is the mode, one of {sorted(MODES)} ({got})")
   if not values.checkpoint:
     command_line.usage_error("--checkpoint is required")
-  if values.batch_size < 1 or values.top_k < 1:
-    command_line.usage_error("--batch_size and --top_k must be positive")
+  if values.batch_size < 1:
+    command_line.usage_error("--batch_size must be positive")
+  top_k_least = 0 if positional[0] == "generate" else 1  # generate: 0 samples from all pieces
+  if values.top_k is not None and values.top_k < top_k_least:
+    command_line.usage_error(f"--top_k={values.top_k}: must be >= {top_k_least}")
+  predict_mlm.check_flags(values, positional[0])
   return types.SimpleNamespace(**values.flag_values_dict(), mode=positional[0],
                                texts=positional[1:])
 
@@ -322,8 +341,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = load_config_file(args.config, args.set) if args.config else None
     loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
                   albert_config=args.albert_config, do_lower_case=False if args.cased else None)
+    summary = None
     if args.mode == "fill-mask":
-      results = fill_mask(loaded, examples, args.top_k, args.batch_size, args.max_seq_length)
+      top_k = 5 if args.top_k is None else args.top_k
+      results = fill_mask(loaded, examples, top_k, args.batch_size, args.max_seq_length)
+    elif args.mode in predict_mlm.MODES:
+      results, summary = predict_mlm.run(args, loaded, examples)
     else:
       results = predict_task(loaded, args.mode, examples, args.batch_size, args.truncate,
                              args.null_threshold)
@@ -341,6 +364,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   finally:
     if args.output:
       out.close()
+  if summary:
+    print(summary, file=sys.stderr)
   return 0
 
 
