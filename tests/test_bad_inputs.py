@@ -362,12 +362,12 @@ def entry_points(tmp_path_factory, corpus_files):
   d = tmp_path_factory.mktemp("entry")
   cases = _entry_point_cases(d, corpus_files[0])
   procs = {}
-  for name, (args, stdin, _, _) in cases.items():
-    procs[name] = (subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=ENV,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE), time.time())
-    procs[name][0].stdin.write(stdin or b"")
-    procs[name][0].stdin.close()
+  for i, (name, (args, stdin, _, _)) in enumerate(cases.items()):
+    (d / f"stdin{i}").write_bytes(stdin or b"")
+    with open(d / f"stdin{i}", "rb") as f:
+      procs[name] = (subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=ENV, stdin=f,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+                     time.time())
   results = {}
   for name, (proc, start) in procs.items():
     try:
