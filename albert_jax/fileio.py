@@ -68,8 +68,14 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_text(path: str, encoding: str = "utf-8") -> str:
-  """The decoded contents of a text file ("utf-8-sig" also drops a byte-order mark)."""
-  return read_bytes(path).decode(encoding)
+  """The decoded contents of a text file ("utf-8-sig" also drops a byte-order mark); text that is
+  not `encoding` is an InputError naming the file and where."""
+  data = read_bytes(path)
+  try:
+    return data.decode(encoding)
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise _input_error(f"{path}:{line}: not {encoding} text (byte {e.start}: {e.reason})") from None
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -91,7 +97,21 @@ def write_text(path: str, text: str) -> None:
 
 
 def read_json(path: str) -> Any:
-  return json.loads(read_text(path))
+  """The JSON value in `path`; malformed JSON is an InputError naming the file and line."""
+  return parse_json(read_text(path), path)
+
+
+def parse_json(text: str, path: str) -> Any:
+  """`text` (the contents of `path`) as JSON; malformed JSON is an InputError naming both."""
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise _input_error(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+
+
+def _input_error(message: str) -> Exception:
+  from albert_jax.command_line import InputError  # pylint: disable=g-import-not-at-top
+  return InputError(message)
 
 
 def write_json(path: str, value: Any, **dump_kwargs: Any) -> None:

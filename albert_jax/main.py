@@ -7,30 +7,27 @@ Any config field can be overridden with `--config.x=y` (the config is locked, so
 field is an error). Re-running with the same workdir resumes from its latest checkpoint.
 """
 
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
+from typing import Optional, Sequence
 
-from albert_jax.train import finetune
-from albert_jax.train import pretrain
+from albert_jax import command_line
+from albert_jax import config_utils
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and created data")
-flags.mark_flags_as_required(["config", "workdir"])
+PROG = "python -m albert_jax.main"
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Progress goes to stdout; keep library INFO logs (orbax is chatty) out of the way.
-  logging.set_verbosity(logging.WARNING)
-  if "task" in _CONFIG.value:
-    finetune.run(_CONFIG.value, _WORKDIR.value)
+@command_line.boundary
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  config, workdir = config_utils.parse_run_flags(argv, prog=PROG, doc=__doc__,
+                                                 example="configs/pretrain.py:size=base")
+  # Imported after parsing: a bad flag is reported before the training stack loads.
+  import jax  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import finetune  # pylint: disable=g-import-not-at-top
+  from albert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
+  if "task" in config:
+    finetune.run(config, workdir)
     return
-  result = pretrain.run(_CONFIG.value, _WORKDIR.value)
+  result = pretrain.run(config, workdir)
   if jax.process_index() != 0:  # one summary per run, as for the logs
     return
   train, evaluation = result["train"], result["eval"]
@@ -46,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command_line.run(main)

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from absl import app
 from absl import flags
 
+from albert_jax import command_line
 from experiments import sweeps
 
 _SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
@@ -167,6 +168,9 @@ def write_plots(sweep: sweeps.Sweep, rows: list[dict], out: str) -> tuple[str, s
 
 def main(argv):
   del argv
+  if not os.path.isdir(_ROOT.value):  # never created here: a mistyped root would collect nothing
+    raise command_line.InputError(f"--root={_ROOT.value}: no such directory (the --root the "
+                                  "sweep was launched with)")
   sweep = sweeps.get_sweep(_SWEEP.value)
   out = _OUT.value or os.path.join(_ROOT.value, sweep.name)
   rows = collect(sweep, _ROOT.value)
@@ -176,4 +180,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["sweep", "root"])
-  app.run(main)
+  app.run(command_line.boundary(main))

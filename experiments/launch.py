@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from albert_jax import command_line
 from experiments import sweeps
 
 FLAGS = flags.FLAGS
@@ -199,4 +200,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(command_line.boundary(main))

@@ -381,6 +381,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool("progress", True, "print progress to stderr", **fv)
 
 
+@command_line.boundary
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
   args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
@@ -427,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              args.tfds_text_field, args.tfds_data_dir), []
     for path in empty:
       print(f"warning: --input file {path} is empty; skipped.", file=sys.stderr)
+    for path in filter(sources.looks_binary, inputs if args.input else []):
+      print(f"warning: --input file {path} looks binary (NUL bytes or invalid UTF-8 near its "
+            "start): its instances are likely garbage.", file=sys.stderr)
     summary = run(settings, units, args.output, num_workers=args.num_workers,
                   overwrite=args.overwrite, inputs=inputs, empty_files=empty,
                   progress=args.progress)

@@ -41,11 +41,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import logging
 from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from albert_jax.command_line import InputError
 from albert_jax.data import masking, pretraining_data, records, tokenization
 
 OUTPUT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -92,29 +96,48 @@ def host_files(files: list[str], process_index: int, process_count: int) -> list
   return files[process_index::process_count]
 
 
-def check_record_file(path: str, max_seq_length: int, max_predictions_per_seq: int,
-                      token_only: bool) -> None:
-  """Fails early, naming the file and field, if the records do not match the expected features.
+def _reason(error: tf.errors.OpError) -> str:
+  """TF's message without its op and function-node decorations ("corrupted record at 0")."""
+  text = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0])
+  return re.sub(r"\s*\[Op:.*$", "", text).strip()
 
-  token_only: dynamic masking is on, so the records must be token-only (`--masking=none`).
-  """
-  first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-  if first is None:
-    return
-  example = tf.train.Example.FromString(first.numpy())
-  present = set(example.features.feature)
+
+def _first_record(path: str) -> bytes | None:
+  """The first record of `path` (None: the file holds none); an unreadable or damaged file is an
+  InputError naming it."""
+  try:
+    first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+  except tf.errors.OpError as e:
+    raise InputError(f"{path}: not a readable TFRecord file ({_reason(e)})") from None
+  return None if first is None else first.numpy()
+
+
+def _check_example(path: str, data: bytes, max_seq_length: int, max_predictions_per_seq: int,
+                   token_only: bool) -> None:
+  """Fails, naming the file and feature, unless `data` is an official pretraining example of the
+  expected kind (token-only or statically masked), feature dtypes and lengths."""
+  try:
+    example = tf.train.Example.FromString(data)
+  except Exception as e:  # pylint: disable=broad-except  (protobuf's DecodeError)
+    raise InputError(f"{path}: its records are not tf.train.Example protos ({e})") from None
+  features = example.features.feature
+  present = set(features)
+  missing = [k for k in records.TOKEN_ONLY_FEATURES if k not in present]
+  if missing:
+    raise InputError(f"{path}: not ALBERT pretraining records: no {missing} features (it has "
+                     f"{sorted(present)}); make them with create_pretraining_data")
   mlm_features = records.MLM_INT_FEATURES + records.MLM_FLOAT_FEATURES
   static = sorted(present.intersection(mlm_features))
   if token_only and static:
     # Masking already-masked inputs again trains on wrong targets (many labels are [MASK] itself)
     # without any error further down, so this mismatch must stop the run here.
-    raise ValueError(
+    raise InputError(
         f"{path}: data.dynamic_masking=True but the records are statically masked (they carry "
         f"{static}): masking them again would train on [MASK] tokens as targets. Set "
         "data.dynamic_masking=False to train on their masks, or recreate them with "
         "create_pretraining_data --masking=none for dynamic masking.")
   if not token_only and not static:
-    raise ValueError(
+    raise InputError(
         f"{path}: data.dynamic_masking=False but the records are token-only (made with "
         f"create_pretraining_data --masking=none; no {list(mlm_features)} features). Set "
         "data.dynamic_masking=True to mask them at read time, or recreate them with "
@@ -125,13 +148,62 @@ def check_record_file(path: str, max_seq_length: int, max_predictions_per_seq: i
     lengths.update({k: max_predictions_per_seq for k in mlm_features})
   for name, length in lengths.items():
     if name not in present:
-      raise ValueError(f"{path}: record has no feature {name!r}; it has {sorted(present)}.")
-    feature = example.features.feature[name]
-    got = len(feature.int64_list.value) or len(feature.float_list.value)
+      raise InputError(f"{path}: record has no feature {name!r}; it has {sorted(present)}.")
+    kind = "float_list" if name in records.MLM_FLOAT_FEATURES else "int64_list"
+    if features[name].WhichOneof("kind") != kind:
+      raise InputError(f"{path}: feature {name!r} is a {features[name].WhichOneof('kind')}, "
+                       f"expected a {kind} (the official record format).")
+    got = len(getattr(features[name], kind).value)
     if got != length:
       what = "max_seq_length" if name in records.SEQ_FEATURES else "max_predictions_per_seq"
-      raise ValueError(f"{path}: feature {name!r} has length {got}, expected {length} "
+      raise InputError(f"{path}: feature {name!r} has length {got}, expected {length} "
                        f"({what} does not match the records).")
+
+
+def check_record_file(path: str, max_seq_length: int, max_predictions_per_seq: int,
+                      token_only: bool) -> bool:
+  """Fails early, naming the file and field, if the first record does not match the expected
+  features; returns whether the file holds any record.
+
+  token_only: dynamic masking is on, so the records must be token-only (`--masking=none`).
+  """
+  first = _first_record(path)
+  if first is not None:
+    _check_example(path, first, max_seq_length, max_predictions_per_seq, token_only)
+  return first is not None
+
+
+def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int,
+                  token_only: bool, what: str = "record files") -> None:
+  """`check_record_file` on every file (its first record): a reader over files that hold no
+  record at all would wait forever, so that is an error naming them; empty files among others
+  are reported as a warning."""
+  empty = [f for f in files
+           if not check_record_file(f, max_seq_length, max_predictions_per_seq, token_only)]
+  if empty and len(empty) == len(files):
+    raise InputError(f"{what}: no records in {_names(empty)} (empty files; recreate them with "
+                     "create_pretraining_data)")
+  if empty:
+    logging.warning("%s: %d of %d files hold no records: %s", what, len(empty), len(files),
+                    _names(empty))
+
+
+def _names(files: list[str], shown: int = 5) -> str:
+  """The first `shown` of `files`, and how many more."""
+  more = f" and {len(files) - shown} more" if len(files) > shown else ""
+  return ", ".join(files[:shown]) + more
+
+
+def damaged_file(files: list[str]) -> str:
+  """Names the first of `files` that cannot be read to its end (for a read error whose message
+  names no file), or all of them when each reads."""
+  for path in files:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except tf.errors.OpError as e:
+      return f"{path} ({_reason(e)})"
+  return _names(files)
 
 
 def _feature_spec(max_seq_length: int, max_predictions_per_seq: int, token_only: bool) -> dict:
@@ -211,7 +283,7 @@ def train_dataset(file_pattern: str | list[str], *, batch_size_per_host: int, se
     raise ValueError(f"batch_size_per_host={batch_size_per_host}: must be >= 1.")
   all_files = list_files(file_pattern)
   files = host_files(all_files, process_index, process_count)
-  check_record_file(files[0], max_seq_length, max_predictions_per_seq, dynamic_masking is not None)
+  check_records(files, max_seq_length, max_predictions_per_seq, dynamic_masking is not None)
   file_ids = tf.constant([all_files.index(f) for f in files], tf.int64)  # global ids: mask keys
   file_names = tf.constant(files)
   num_files = len(files)
@@ -241,8 +313,15 @@ def train_dataset(file_pattern: str | list[str], *, batch_size_per_host: int, se
 
 
 def count_records(files: list[str]) -> int:
-  """Number of records in `files` (reads them once, without parsing)."""
-  return sum(int(tf.data.TFRecordDataset(f).reduce(np.int64(0), lambda n, _: n + 1)) for f in files)
+  """Number of records in `files` (reads them once, without parsing); a damaged file is an
+  InputError naming it."""
+  total = 0
+  for f in files:
+    try:
+      total += int(tf.data.TFRecordDataset(f).reduce(np.int64(0), lambda n, _: n + 1))
+    except tf.errors.OpError as e:
+      raise InputError(f"{f}: damaged TFRecord file ({_reason(e)})") from None
+  return total
 
 
 def eval_dataset(file_pattern: str | list[str], *, batch_size_per_host: int, max_seq_length: int,
@@ -256,7 +335,8 @@ def eval_dataset(file_pattern: str | list[str], *, batch_size_per_host: int, max
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count}).")
   files = list_files(file_pattern)
-  check_record_file(files[0], max_seq_length, max_predictions_per_seq, dynamic_masking is not None)
+  check_records(files, max_seq_length, max_predictions_per_seq, dynamic_masking is not None,
+                what="eval record files")
   total = count_records(files)
   per_host = math.ceil(total / process_count)
   num_batches = max(1, math.ceil(per_host / batch_size_per_host))
@@ -277,15 +357,21 @@ def eval_dataset(file_pattern: str | list[str], *, batch_size_per_host: int, max
 class DataIterator:
   """Iterator of NumPy batches whose position can be saved and restored (see module doc)."""
 
-  def __init__(self, dataset: tf.data.Dataset):
+  def __init__(self, dataset: tf.data.Dataset, files: Optional[list[str]] = None):
     self._iterator = iter(dataset)
     self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+    self._files = files or []  # the files it reads, to name a damaged one
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
+    try:
+      batch = next(self._iterator)
+    except tf.errors.DataLossError as e:
+      where = damaged_file(self._files) if self._files else "a record file"
+      raise InputError(f"damaged record file {where}: {_reason(e)}") from None
+    return {k: v.numpy() for k, v in batch.items()}
 
   def save(self, path: str) -> str:
     """Writes the reader position to `path` (a file prefix; TF adds .index/.data suffixes)."""

@@ -144,3 +144,17 @@ def iter_tfds_documents(unit: WorkUnit, counters: ReadCounters) -> Iterator[list
 
 def iter_documents(unit: WorkUnit, counters: ReadCounters) -> Iterator[list[str]]:
   return iter_tfds_documents(unit, counters) if unit.is_tfds else iter_text_documents(unit, counters)
+
+
+def looks_binary(path: str, probe: int = 8192) -> bool:
+  """Whether the start of a local text file holds NUL bytes or is not UTF-8 (a binary file given
+  as corpus, e.g. by a too-wide glob)."""
+  with open(path, "rb") as f:
+    head = f.read(probe)
+  if b"\0" in head:
+    return True
+  try:
+    head.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return e.end < len(head) - 3  # a character cut at the probe's end is not an error
+  return False

@@ -28,6 +28,7 @@ Command line:
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import unicodedata
@@ -188,10 +189,18 @@ def load_sentencepiece(model_file: str) -> spm.SentencePieceProcessor:
   return sp
 
 
-def _iter_training_sentences(files: Sequence[str], lower: bool, keep_accents: bool) -> Iterator[str]:
+def _iter_training_sentences(files: Sequence[str], lower: bool, keep_accents: bool,
+                             invalid: dict[str, int]) -> Iterator[str]:
+  """Preprocessed non-empty lines; `invalid` counts, per file, the lines with invalid UTF-8 (their
+  bad bytes become U+FFFD)."""
   for path in files:
-    with open(path, encoding="utf-8", errors="replace") as f:
-      for line in f:
+    with open(path, "rb") as f:
+      for raw in f:
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+          invalid[path] = invalid.get(path, 0) + 1
+          line = raw.decode("utf-8", errors="replace")
         line = preprocess_text(line, lower=lower, keep_accents=keep_accents)
         if line:
           yield line
@@ -224,13 +233,26 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
     raise ValueError(f"unknown trainer flag(s) {sorted(unknown)}; allowed: {sorted(OFFICIAL_TRAINER_FLAGS)}")
   flags = {**OFFICIAL_TRAINER_FLAGS, **overrides}
   out_dir = os.path.dirname(output_prefix)
-  if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
+  created = bool(out_dir) and not os.path.isdir(out_dir)
+  if created:
+    os.makedirs(out_dir)
   spm.set_random_generator_seed(seed)  # input sampling/shuffling: reproducible vocabularies
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=_iter_training_sentences(input_files, do_lower_case, keep_accents),
-      model_prefix=output_prefix, vocab_size=vocab_size, minloglevel=2, num_threads=os.cpu_count(),
-      **flags)
+  invalid: dict[str, int] = {}
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_iter_training_sentences(input_files, do_lower_case, keep_accents,
+                                                   invalid),
+        model_prefix=output_prefix, vocab_size=vocab_size, minloglevel=2,
+        num_threads=os.cpu_count(), **flags)
+  except RuntimeError as e:  # e.g. "[!sentences_.empty()]": no usable sentence in the input
+    if created and not os.listdir(out_dir):
+      os.rmdir(out_dir)  # nothing half-written
+    raise TokenizerError(f"SentencePiece could not train on {list(input_files)}: "
+                         f"{str(e).splitlines()[0]} (no usable text? empty or blank files, or "
+                         "lines longer than its max_sentence_length)") from None
+  for path, count in invalid.items():
+    logging.warning("%s: %d line(s) with invalid UTF-8 (bad bytes replaced by U+FFFD)", path,
+                    count)
   return output_prefix + ".model"
 
 
@@ -258,6 +280,7 @@ def define_flags(flag_values: absl_flags.FlagValues) -> None:
                             flag_values=flag_values)
 
 
+@command_line.boundary
 def main(argv: Sequence[str] | None = None) -> int:
   """`PROG train --input=... --output=PREFIX`; `argv`: the arguments after the program name
   (None: this process's)."""

@@ -261,7 +261,13 @@ def read_inputs(texts: Sequence[str], input_file: str) -> list[tuple[str, str]]:
     lines = fileio.read_text(input_file).splitlines()
     name = input_file
   elif input_file == "-" or not sys.stdin.isatty():
-    lines, name = sys.stdin.read().splitlines(), "stdin"
+    try:
+      text, name = sys.stdin.read(), "stdin"
+      text.encode("utf-8")  # undecodable bytes read as lone surrogates (errors=surrogateescape)
+    except UnicodeError as e:
+      # A binary stdin is named here, not left to the tokenizer's TypeError.
+      raise InputError(f"stdin: not UTF-8 text ({e.reason}; binary input?)") from None
+    lines = text.splitlines()
   else:
     raise InputError("no input: give texts as arguments, --input=FILE, or pipe lines to stdin")
   out = [(f"{name}:{n + 1}", line) for n, line in enumerate(lines) if line.strip()]
@@ -332,27 +338,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> types.SimpleNamespace:
                                texts=positional[1:])
 
 
+@command_line.boundary
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
   args = parse_args(argv)
-  try:
-    examples = [parse_example(args.mode, line, where)
-                for where, line in read_inputs(args.texts, args.input)]
-    config = load_config_file(args.config, args.set) if args.config else None
-    loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
-                  albert_config=args.albert_config, do_lower_case=False if args.cased else None)
-    summary = None
-    if args.mode == "fill-mask":
-      top_k = 5 if args.top_k is None else args.top_k
-      results = fill_mask(loaded, examples, top_k, args.batch_size, args.max_seq_length)
-    elif args.mode in predict_mlm.MODES:
-      results, summary = predict_mlm.run(args, loaded, examples)
-    else:
-      results = predict_task(loaded, args.mode, examples, args.batch_size, args.truncate,
-                             args.null_threshold)
-  except (InputError, tokenization.TokenizerError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  examples = [parse_example(args.mode, line, where)
+              for where, line in read_inputs(args.texts, args.input)]
+  config = load_config_file(args.config, args.set) if args.config else None
+  loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
+                albert_config=args.albert_config, do_lower_case=False if args.cased else None)
+  summary = None
+  if args.mode == "fill-mask":
+    top_k = 5 if args.top_k is None else args.top_k
+    results = fill_mask(loaded, examples, top_k, args.batch_size, args.max_seq_length)
+  elif args.mode in predict_mlm.MODES:
+    results, summary = predict_mlm.run(args, loaded, examples)
+  else:
+    results = predict_task(loaded, args.mode, examples, args.batch_size, args.truncate,
+                           args.null_threshold)
   out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
   try:
     for ex, result in zip(examples, results):

@@ -51,6 +51,8 @@ from flax import traverse_util
 import flax.linen as nn
 
 from albert_jax import command_line
+from albert_jax import fileio
+from albert_jax.command_line import InputError
 from albert_jax.interop import names
 from albert_jax.interop import hf_classes
 from albert_jax.model import modeling
@@ -292,15 +294,17 @@ def _read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
                             "(nor a sharded index of them)")
   path = os.path.join(hf_dir, files[0])
   if path.endswith(".index.json"):
-    with open(path) as f:
-      shards = sorted(set(json.load(f)["weight_map"].values()))
+    shards = sorted(set(fileio.read_json(path)["weight_map"].values()))
     paths = [os.path.join(hf_dir, s) for s in shards]
   else:
     paths = [path]
   tensors = {}
   for p in paths:
     if p.endswith(".safetensors"):
-      tensors.update(load_file(p))
+      try:
+        tensors.update(load_file(p))
+      except Exception as e:  # pylint: disable=broad-except  (safetensors' own error types)
+        raise InputError(f"{p}: not a readable safetensors file ({e})") from None
     else:
       try:
         import torch  # pylint: disable=g-import-not-at-top
@@ -325,8 +329,7 @@ def load_hf(hf_dir: str, *, allow_missing_heads: bool = False, strict: bool = Tr
   config_path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} not found: not a Hugging Face model directory")
-  with open(config_path) as f:
-    cfg = config_from_hf(json.load(f))
+  cfg = config_from_hf(fileio.read_json(config_path))
   params = params_from_hf_tensors(cfg, _read_hf_tensors(hf_dir),
                                   allow_missing_heads=allow_missing_heads, strict=strict,
                                   seed=seed, source=hf_dir)
@@ -399,8 +402,7 @@ def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: b
             strict: bool = True, seed: int = 0) -> tuple[ml_collections.ConfigDict, Params]:
   """Loads an official TF1 ALBERT checkpoint (optimizer slots and global_step are ignored)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with open(albert_config_json) as f:
-    cfg = config_from_official(json.load(f))
+  cfg = config_from_official(fileio.read_json(albert_config_json))
   prefix = _resolve_tf_checkpoint(ckpt_prefix)
   reader = tf.train.load_checkpoint(prefix)
   by_tf_name = {names.tf_name(t.hf_key): t.hf_key for t in names.tensors(cfg)}
@@ -425,6 +427,22 @@ def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: b
 # Command line
 # ------------------------------------------------------------------------------------------------
 
+def check_weights_fit(config: Any, params: Params, source: str) -> None:
+  """Fails, naming `source` and a leaf, when the encoder weights do not have the shapes that the
+  model config gives (a model_config.json that disagrees with the weights beside it)."""
+  cfg = ModelConfig.from_any(config)
+  abstract = nn.unbox(jax.eval_shape(modeling.AlbertModel(cfg).init, jax.random.PRNGKey(0),
+                                     jnp.zeros((1, 2), jnp.int32))["params"])
+  have = traverse_util.flatten_dict(nn.unbox(params).get("albert", {}))
+  for path, want in traverse_util.flatten_dict(abstract).items():
+    got = have.get(path)
+    if got is not None and tuple(np.shape(got)) != tuple(want.shape):
+      raise InputError(f"{source}: its model config disagrees with its weights: albert/"
+                       f"{'/'.join(path)} is {tuple(np.shape(got))}, the config (hidden_size="
+                       f"{cfg.hidden_size}, embedding_size={cfg.embedding_size}, vocab_size="
+                       f"{cfg.vocab_size}, ...) gives {tuple(want.shape)}")
+
+
 def _read_any(path: str, albert_config: Optional[str], allow_missing_heads: bool
               ) -> tuple[ModelConfig, Params, Optional[dict[str, Any]]]:
   """(model config, params, fine-tuning task or None) of --checkpoint, a checkpoint of any kind."""
@@ -437,6 +455,8 @@ def _read_any(path: str, albert_config: Optional[str], allow_missing_heads: bool
         f"--checkpoint={path!r} is a workdir from before runs saved their model config: write the "
         "run's config.model to its model_config.json (albert_jax.train.checkpoints."
         "write_model_config) and convert again")
+  check_weights_fit(source.model_config, source.params,
+                    f"--checkpoint={path} (model_config.json and its weights)")
   # A fine-tuned best/ has its task beside it: which HF class a `classifier` is, its labels.
   return source.model_config, source.params, source.task
 
@@ -465,6 +485,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                     flag_values=flag_values)
 
 
+@command_line.boundary
 def main(argv: Optional[Sequence[str]] = None) -> None:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
   args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)

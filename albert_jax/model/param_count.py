@@ -8,14 +8,16 @@ Counts are encoder + pooler (the paper's convention); `--heads` adds the MLM and
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Optional, Sequence
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-from ml_collections import config_flags
+
+from albert_jax import command_line
+from albert_jax import config_utils
 
 from albert_jax.model import modeling
 from albert_jax.model.config import PAPER_PARAMS, PRESETS, preset
@@ -46,26 +48,32 @@ def table(heads: bool = False) -> list[tuple[str, int, float | None, str]]:
   return rows
 
 
-def define_flags() -> None:
-  """--config and --heads (defined only when run as a program, so importing defines none)."""
-  config_flags.DEFINE_config_file("config", None, "model config file (configs/model.py)",
-                                  lock_config=False)
-  flags.DEFINE_bool("heads", False, "also count the MLM and SOP pretraining heads")
+PROG = "python -m albert_jax.model.param_count"
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config, heads = flags.FLAGS.config, flags.FLAGS.heads
+@command_line.boundary
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+
+  def define_flags(flag_values: flags.FlagValues) -> None:
+    config_utils.define_config_flag(flag_values, argv, "config", "model config file "
+                                    "(configs/model.py)", lock_config=False)
+    flags.DEFINE_bool("heads", False, "also count the MLM and SOP pretraining heads",
+                      flag_values=flag_values)
+
+  args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  command_line.no_positional(positional, PROG)
+  config, heads = args.config, args.heads
   if config is not None:
     print(f"{count_params(config, heads):,} parameters")
-    return
+    return 0
   print(f"{'preset':<16}{'ours':>16}{'ours (M)':>10}{'paper':>8}  note")
   for name, n, paper, note in table(heads):
     paper_s = f"{paper / 1e6:.0f}M" if paper else "-"
     print(f"{name:<16}{n:>16,}{n / 1e6:>9.1f}M{paper_s:>8}  {note}")
+  return 0
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  command_line.run(main)

@@ -1,25 +1,40 @@
 """`python -m albert_jax.plan`: the command line of albert_jax/plan/planner.py."""
 
 import sys
+from typing import Optional, Sequence
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from albert_jax import command_line
+from albert_jax import config_utils
 from albert_jax.plan import planner
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. "
-                                          "configs/pretrain.py:size=xxlarge", lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v3:16x16, v5e:4x4")
-_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over the data-center network")
-_MFU = flags.DEFINE_float("mfu", 0.5, "model FLOPs utilization assumed for the step time")
-_MAX_VARIANTS = flags.DEFINE_integer("max_variants", 12, "variants to compile when the step "
-                                     "does not fit (0: report only)")
-_ROOFLINE = flags.DEFINE_bool("roofline", True, "compile an unrolled copy of each step that "
-                              "fits for the roofline (--noroofline: memory only, faster)")
-flags.mark_flags_as_required(["config", "topology"])
+PROG = "python -m albert_jax.plan"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+
+  def define_flags(flag_values: flags.FlagValues) -> None:
+    config_utils.define_config_flag(flag_values, argv, "config",
+                                    "config file, e.g. configs/pretrain.py:size=xxlarge")
+    flags.DEFINE_string("topology", None, "TPU topology, e.g. v3:16x16, v5e:4x4",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_slices", 1, "slices joined over the data-center network",
+                         flag_values=flag_values)
+    flags.DEFINE_float("mfu", 0.5, "model FLOPs utilization assumed for the step time",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("max_variants", 12, "variants to compile when the step does not fit "
+                         "(0: report only)", flag_values=flag_values)
+    flags.DEFINE_bool("roofline", True, "compile an unrolled copy of each step that fits for the "
+                      "roofline (--noroofline: memory only, faster)", flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "topology"], flag_values=flag_values)
+
+  args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=planner.__doc__)
+  return planner.main([PROG, *positional], args.config, args.topology, args.num_slices, args.mfu,
+                      args.max_variants, args.roofline)
+
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(planner.main(argv, _CONFIG.value, _TOPOLOGY.value,
-                                             _NUM_SLICES.value, _MFU.value, _MAX_VARIANTS.value,
-                                             _ROOFLINE.value)))
+  command_line.run(main)

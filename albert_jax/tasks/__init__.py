@@ -47,14 +47,15 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
+from albert_jax import command_line
 from albert_jax import fileio
 
 # The encoder inputs of every task model, in the order of its positional arguments.
 INPUTS = ("input_ids", "input_mask", "segment_ids")
 
 
-class InputError(ValueError):
-  """A bad example or checkpoint, reported as one clear line by the command line (predict)."""
+# A bad example or checkpoint: the command lines report it as one line (command_line.boundary).
+InputError = command_line.InputError
 
 
 @dataclasses.dataclass

@@ -53,6 +53,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       flag_values=flag_values)
 
 
+@command_line.boundary
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """`PROG PATTERN... [--output=FILE]`: the markdown table of the metrics JSONs (files or globs);
   `argv`: the arguments after the program name (None: this process's)."""

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from albert_jax import command_line
+from albert_jax import config_utils
 from albert_jax.train import distributed
 from albert_jax.train import finetune_files
 from albert_jax.train import job as job_lib
@@ -396,33 +398,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return result
 
 
-def main(argv: Sequence[str]) -> None:
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  result = run(flags.FLAGS.config, flags.FLAGS.workdir)
+PROG = "python -m albert_jax.finetune"
+
+
+@command_line.boundary
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """`PROG --config=FILE:ARG --workdir=DIR`; `argv`: the arguments after the program name (None:
+  this process's)."""
+  config, workdir = config_utils.parse_run_flags(argv, prog=PROG, doc=__doc__,
+                                                 example="configs/finetune_glue.py:task=mnli")
+  result = run(config, workdir)
   if "best" in result:
     print("outputs:\n  " + "\n  ".join(result["outputs"]))
 
 
-def define_flags() -> None:
-  """--config and --workdir (defined only when run as a program: albert_jax.main has its own)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "e.g. configs/finetune_glue.py:task=mnli",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "checkpoints, outputs and metrics go here")
-  flags.mark_flags_as_required(["config", "workdir"])
-
-
 def cli() -> None:
   """The command line (also reached through the top-level module of the same name)."""
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
-  define_flags()
-  _app.run(main)
+  command_line.run(main)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,15 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
                        "(create_pretraining_data) or a text corpus in 'data.corpus'")
     if pattern:
       try:
-        pipeline.list_files(pattern)
+        files = pipeline.list_files(pattern)
       except FileNotFoundError as e:
         raise ValueError(f"config field 'data.{field}': {e}") from e
+      if field == "train_files" and len(files) >= num_processes:  # else host_files says why
+        files = pipeline.host_files(files, jax.process_index(), num_processes)
+      # Before the model is built: a damaged, empty or mismatched record file fails in seconds.
+      pipeline.check_records(files, config.data.max_seq_length,
+                             config.data.max_predictions_per_seq, bool(config.data.dynamic_masking),
+                             what=f"config field 'data.{field}'")
   if config.data.spm_model:
     from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
     try:
@@ -122,7 +128,8 @@ def _train_data(config, files, process_index, process_count):
       max_predictions_per_seq=config.data.max_predictions_per_seq, process_index=process_index,
       process_count=process_count, shuffle_buffer_size=config.data.shuffle_buffer_size,
       dynamic_masking=_dynamic_masking(config))
-  return pipeline.DataIterator(ds)
+  return pipeline.DataIterator(ds, pipeline.host_files(pipeline.list_files(files), process_index,
+                                                       process_count))
 
 
 def _dynamic_masking(config):
@@ -227,11 +234,12 @@ def _hooks(config: ml_collections.ConfigDict, job: job_lib.Job) -> loop.Hooks:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) pretraining in `workdir`; returns the last train and eval metrics."""
   distributed.maybe_initialize(config.multihost)
-  tf.io.gfile.makedirs(workdir)  # local or a bucket (gs://)
   if config.data.get("corpus") and not config.data.train_files:
     from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
+    tf.io.gfile.makedirs(workdir)  # the demo data are made inside it
     config = demo_data.prepare(config, workdir)
   validate(config, jax.process_count())
+  tf.io.gfile.makedirs(workdir)  # local or a bucket (gs://); only once the config checks pass
   job = build_job(config)
   result = loop.train(job, _hooks(config, job), workdir)
   return {"step": result.step, "train": result.train, "eval": result.eval,
