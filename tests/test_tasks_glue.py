@@ -45,6 +45,12 @@ def test_every_task_reads_official_tsvs(name):
     assert {e.label for e in train} == set(range(len(spec.labels))) or name == "cola"
 
 
+def test_skipped_qqp_rows_are_counted_and_named(caplog):
+  glue.read_examples(task_config("qqp"), "train")
+  path = FIXTURES / "QQP" / "train.tsv"
+  assert f"GLUE qqp: {path}: skipped 1 row(s) without the header's 6 tab-separated" in caplog.text
+
+
 def test_label_mapping_follows_tfds_order():
   mnli = glue.read_examples(task_config("mnli"), "validation_matched")
   # Fixture rows cycle entailment, neutral, contradiction = tfds indices 0, 1, 2.

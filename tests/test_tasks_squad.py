@@ -1,6 +1,7 @@
 """SQuAD readers (official JSON, tfds), the official featurization (alignment, windows,
 max context, labels) and n-best decoding v1/v2."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -116,6 +117,16 @@ def test_featurize_training_windows(tok):
       assert text.strip() == "1990"
   # Every paragraph piece has exactly one max-context window.
   assert sum(int(m.max_context.sum()) for m in meta) == len(tok.tokenize(CONTEXT))
+
+
+def test_an_answer_start_at_other_text_is_counted_and_reported(tok, caplog):
+  wrong = squad.Example("q", "When did it open?", CONTEXT, "1990", 0, False, ("1990",))
+  right = dataclasses.replace(wrong, start_char=CONTEXT.index("1990"))
+  _, meta, stats = squad.featurize([wrong, right], tok, 24, 4, 8, True)
+  assert stats["answer_text_mismatch"] == 1 and meta  # trained on, as the official code does
+  squad._report_skipped("SQuAD v1.1 train", stats)  # pylint: disable=protected-access
+  assert ("SQuAD v1.1 train: 1 of 2 question(s) trained on as the official code does: the text "
+          "at answer_start is not the answer's text") in caplog.text
 
 
 def test_featurize_unanswerable_and_eval(tok):

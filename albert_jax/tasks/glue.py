@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -157,10 +158,12 @@ def read_tsv(name: str, path: str, field: str = "task.data_dir") -> list[Example
   cols = [header.index(c) for c in spec.tsv_columns]
   label_col = header.index(spec.label_column) if spec.label_column in header else None
   id_col = header.index(spec.index_column) if spec.index_column in header else None
+  skipped = []  # line numbers
   for n, row in enumerate(body):
     where = f"{path}:{n + 2}"
     if len(row) != len(header):
       if spec.skip_malformed:
+        skipped.append(n + 2)
         continue
       raise ValueError(f"{where}: expected {len(header)} tab-separated fields like the header, "
                        f"got {len(row)}")
@@ -168,6 +171,11 @@ def read_tsv(name: str, path: str, field: str = "task.data_dir") -> list[Example
     label = None if label_col is None else _parse_label(spec, row[label_col], where)
     examples.append(Example(row[id_col] if id_col is not None else str(n), texts[0],
                             texts[1] if len(texts) > 1 else None, label))
+  if skipped:
+    lines = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    logging.warning("GLUE %s: %s: skipped %d row(s) without the header's %d tab-separated "
+                    "fields, as the official reader does (line(s) %s)", name, path, len(skipped),
+                    len(header), lines)
   return examples
 
 

@@ -24,6 +24,7 @@ import json
 import os
 from typing import Any, Optional, Sequence
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -172,8 +173,8 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
   rows: dict[str, list] = {k: [] for k in ("input_ids", "input_mask", "segment_ids", "p_mask",
                                            "start_positions", "end_positions", "is_impossible")}
   meta: list[FeatureMeta] = []
-  stats = {"examples": len(examples), "mismatch": 0, "bad_answer_span": 0, "positive": 0,
-           "negative": 0}
+  stats = {"examples": len(examples), "mismatch": 0, "bad_answer_span": 0,
+           "answer_text_mismatch": 0, "positive": 0, "negative": 0}
   alignments: dict[str, Optional[Alignment]] = {}
   for example_index, ex in enumerate(examples):
     query = tokenizer.encode(ex.question)[:max_query_length]
@@ -190,6 +191,10 @@ def featurize(examples: Sequence[Example], tokenizer, max_seq_length: int, doc_s
       continue
     tok_start = tok_end = 0
     if is_training and not ex.is_impossible:
+      # The official reader trains on the characters at answer_start whatever they are; so do
+      # we, but an answer_start that points at other text is counted (and reported).
+      if ex.context[ex.start_char:ex.start_char + len(ex.answer_text)] != ex.answer_text:
+        stats["answer_text_mismatch"] += 1
       end_char = ex.start_char + len(ex.answer_text) - 1
       tok_start = al.chartok_to_tok[squad_alignment.convert_index(al.orig_to_chartok, ex.start_char, None, True)]
       tok_end = al.chartok_to_tok[squad_alignment.convert_index(al.orig_to_chartok, end_char, None, False)]
@@ -243,8 +248,24 @@ def load_split(task: ml_collections.ConfigDict, tokenizer, split: str, is_traini
   if not meta:
     raise ValueError(f"SQuAD v{task.version}: split {split!r} gave no features ({stats})")
   stats["rows"] = len(meta)
+  _report_skipped(f"SQuAD v{task.version} {split}", stats)
   return tasks_lib.Split(name=split, arrays=arrays, meta=(examples, meta),
                          has_labels=not is_training, stats=stats)
+
+
+_SKIP_REASONS = {
+    "mismatch": "skipped: the paragraph's pieces could not be aligned with its characters",
+    "bad_answer_span": "skipped: the answer's pieces end before they start",
+    "answer_text_mismatch": "trained on as the official code does: the text at answer_start "
+                            "is not the answer's text",
+}
+
+
+def _report_skipped(name: str, stats: dict[str, int]) -> None:
+  """One warning per kind of skipped or doubtful example, with its count."""
+  for key, reason in _SKIP_REASONS.items():
+    if stats[key]:
+      logging.warning("%s: %d of %d question(s) %s", name, stats[key], stats["examples"], reason)
 
 
 # ----------------------------------------------------------------------------------------------
