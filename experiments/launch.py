@@ -24,63 +24,70 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 
-from absl import app
+from typing import Optional, Sequence
+
 from absl import flags
 import ml_collections
 
 from albert_jax import command_line
 from experiments import sweeps
 
-FLAGS = flags.FLAGS
+PROG = "python -m experiments.launch"
 
 
-def define_flags() -> None:
-  """The launcher's flags (defined only when run as a program, so importing defines none)."""
-  flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
-  flags.DEFINE_string("root", None, "directory holding one workdir per run")
-  flags.DEFINE_enum("mode", "local", ["local", "print", "tpu", "slurm"], "how to launch")
-  flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus")
-  flags.DEFINE_list("only", [], "run only these run names")
-  flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)")
-  flags.DEFINE_string("data", "", "training records (data.train_files)")
-  flags.DEFINE_string("eval_data", "", "held-out records (data.eval_files)")
-  flags.DEFINE_string("extra_data", "", "the additional data's records, added to "
-                       "--data in Table 7's additional_data run")
-  flags.DEFINE_string("nsp_data", "", "NSP records for Table 5's NSP run "
-                      "(create_pretraining_data --random_next_sentence)")
-  flags.DEFINE_string("spm_model", "", "SentencePiece model (data.spm_model)")
-  flags.DEFINE_string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
-  flags.DEFINE_string("zone", "$ZONE", "TPU zone (--mode=tpu)")
-  flags.DEFINE_integer("slurm_nodes", 1, "nodes per run (--mode=slurm)")
-  flags.DEFINE_integer("slurm_gpus_per_node", 8, "GPUs per node (--mode=slurm)")
-  flags.mark_flags_as_required(["sweep", "root"])
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The launcher's flags (in a FlagValues of its own: `main` can be called in process)."""
+  string = lambda name, default, help_: flags.DEFINE_string(name, default, help_,
+                                                          flag_values=flag_values)
+  integer = lambda name, default, help_: flags.DEFINE_integer(name, default, help_,
+                                                            flag_values=flag_values)
+  string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
+  string("root", None, "directory holding one workdir per run")
+  flags.DEFINE_enum("mode", "local", ["local", "print", "tpu", "slurm"], "how to launch",
+                    flag_values=flag_values)
+  flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus",
+                    flag_values=flag_values)
+  flags.DEFINE_list("only", [], "run only these run names", flag_values=flag_values)
+  flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)",
+                            flag_values=flag_values)
+  string("data", "", "training records (data.train_files)")
+  string("eval_data", "", "held-out records (data.eval_files)")
+  string("extra_data", "", "the additional data's records, added to --data in Table 7's "
+         "additional_data run")
+  string("nsp_data", "", "NSP records for Table 5's NSP run (create_pretraining_data "
+         "--random_next_sentence)")
+  string("spm_model", "", "SentencePiece model (data.spm_model)")
+  string("tpu", "$TPU", "TPU VM name (--mode=tpu)")
+  string("zone", "$ZONE", "TPU zone (--mode=tpu)")
+  integer("slurm_nodes", 1, "nodes per run (--mode=slurm)")
+  integer("slurm_gpus_per_node", 8, "GPUs per node (--mode=slurm)")
+  flags.mark_flags_as_required(["sweep", "root"], flag_values=flag_values)
 
 
 def workdir(root: str, sweep: sweeps.Sweep, run: sweeps.Run) -> str:
   return os.path.join(root, sweep.name, run.name)
 
 
-def data_flag_values() -> dict[str, str]:
-  return {"data": FLAGS.data, "extra_data": FLAGS.extra_data, "nsp_data": FLAGS.nsp_data}
+def data_flag_values(args: flags.FlagValues) -> dict[str, str]:
+  return {"data": args.data, "extra_data": args.extra_data, "nsp_data": args.nsp_data}
 
 
-def missing_data_flags(run: sweeps.Run) -> list[str]:
-  return [name for name in sweeps.data_flags(run) if not data_flag_values()[name]]
+def missing_data_flags(run: sweeps.Run, args: flags.FlagValues) -> list[str]:
+  return [name for name in sweeps.data_flags(run) if not data_flag_values(args)[name]]
 
 
-def overrides(sweep: sweeps.Sweep, run: sweeps.Run, root: str, runlocal: bool,
+def overrides(sweep: sweeps.Sweep, run: sweeps.Run, args: flags.FlagValues,
               extra: dict) -> ml_collections.ConfigDict:
   """The run's full config: sweep overrides, data flags, warm start, then --set."""
-  config = sweeps.run_config(run, runlocal)
-  if not missing_data_flags(run):
-    config.data.train_files = run.train_files.format(**data_flag_values())
-  for key, value in (("eval_files", FLAGS.eval_data), ("spm_model", FLAGS.spm_model)):
+  config = sweeps.run_config(run, args.runlocal)
+  if not missing_data_flags(run, args):
+    config.data.train_files = run.train_files.format(**data_flag_values(args))
+  for key, value in (("eval_files", args.eval_data), ("spm_model", args.spm_model)):
     if value:
       config.data[key] = value
   if run.init_from_run:
-    config.init_from.path = os.path.join(root, sweep.name, run.init_from_run)
+    config.init_from.path = os.path.join(args.root, sweep.name, run.init_from_run)
   for key, value in extra.items():
     sweeps._set(config, key, value)  # pylint: disable=protected-access
   return config
@@ -100,13 +107,13 @@ def parse_sets(items: list[str]) -> dict:
 def command(run: sweeps.Run, config: ml_collections.ConfigDict, wd: str, runlocal: bool) -> str:
   """The `albert_jax.main` command line of a run (every field that differs from the preset)."""
   base = sweeps.preset_config(run, runlocal)  # what the --config argument below gives
-  args = [sys.executable if FLAGS.mode == "local" else "python", "-m", "albert_jax.main",
-          f"--config=configs/pretrain.py:{sweeps.preset_arg(run, runlocal)}", f"--workdir={wd}"]
+  words = ["python", "-m", "albert_jax.main",
+           f"--config=configs/pretrain.py:{sweeps.preset_arg(run, runlocal)}", f"--workdir={wd}"]
   flat_base = _flatten(base.to_dict())
   for key, value in _flatten(config.to_dict()).items():
     if flat_base.get(key) != value:
-      args.append(f"--config.{key}={_flag_value(value)}")
-  return " ".join(shlex.quote(a) for a in args)
+      words.append(f"--config.{key}={_flag_value(value)}")
+  return " ".join(shlex.quote(a) for a in words)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -155,49 +162,53 @@ def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
   return demo_data.prepare(config, os.path.join(root, "_data", name))
 
 
-def main(argv):
-  del argv
-  sweep = sweeps.get_sweep(FLAGS.sweep)
-  extra = parse_sets(FLAGS.set)
-  runs = [r for r in sweep.runs if not FLAGS.only or r.name in FLAGS.only]
-  unknown = set(FLAGS.only) - {r.name for r in sweep.runs}
+@command_line.boundary
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The command line; `argv`: the arguments after the program name (None: this process's)."""
+  args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
+  command_line.no_positional(positional, PROG)
+  sweep = sweeps.get_sweep(args.sweep)
+  extra = parse_sets(args.set)
+  runs = [r for r in sweep.runs if not args.only or r.name in args.only]
+  unknown = set(args.only) - {r.name for r in sweep.runs}
   if unknown:
-    raise app.UsageError(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}")
+    command_line.usage_error(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}; "
+                             f"its runs: {[r.name for r in sweep.runs]}")
   for run in runs:
-    missing = missing_data_flags(run)
-    if missing and not FLAGS.runlocal:
-      raise app.UsageError(f"run {sweep.name}/{run.name} trains on {run.train_files}: give "
-                           + " and ".join(f"--{m}" for m in missing)
-                           + (f" ({run.note})" if run.note else ""))
+    missing = missing_data_flags(run, args)
+    if missing and not args.runlocal:
+      command_line.usage_error(f"run {sweep.name}/{run.name} trains on {run.train_files}: give "
+                               + " and ".join(f"--{m}" for m in missing)
+                               + (f" ({run.note})" if run.note else ""))
   lines = []
   for run in runs:
-    wd = workdir(FLAGS.root, sweep, run)
-    config = overrides(sweep, run, FLAGS.root, FLAGS.runlocal, extra)
-    if FLAGS.mode == "local":
-      if missing_data_flags(run):  # runlocal: records made from the bundled corpus
-        config = shared_local_data(FLAGS.root, config)
+    wd = workdir(args.root, sweep, run)
+    config = overrides(sweep, run, args, extra)
+    if args.mode == "local":
+      if missing_data_flags(run, args):  # runlocal: records made from the bundled corpus
+        config = shared_local_data(args.root, config)
       if not run_local(sweep, run, config, wd):
-        return
+        return 0
       continue
-    cmd = command(run, config, wd, FLAGS.runlocal)
-    if FLAGS.mode == "tpu":
-      cmd = (f"gcloud compute tpus tpu-vm ssh {FLAGS.tpu} --zone={FLAGS.zone} --worker=all "
+    cmd = command(run, config, wd, args.runlocal)
+    if args.mode == "tpu":
+      cmd = (f"gcloud compute tpus tpu-vm ssh {args.tpu} --zone={args.zone} --worker=all "
              f"--command={shlex.quote('cd albert_jax && ' + cmd)}")
-    elif FLAGS.mode == "slurm":
-      path = os.path.join(FLAGS.root, sweep.name, f"{run.name}.sbatch")
+    elif args.mode == "slurm":
+      path = os.path.join(args.root, sweep.name, f"{run.name}.sbatch")
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "w") as f:
         f.write(f"#!/bin/bash\n#SBATCH --job-name={sweep.name}-{run.name}\n"
-                f"#SBATCH --nodes={FLAGS.slurm_nodes}\n#SBATCH --ntasks-per-node=1\n"
-                f"#SBATCH --gpus-per-node={FLAGS.slurm_gpus_per_node}\n"
+                f"#SBATCH --nodes={args.slurm_nodes}\n#SBATCH --ntasks-per-node=1\n"
+                f"#SBATCH --gpus-per-node={args.slurm_gpus_per_node}\n"
                 f"srun {cmd}\n")
       cmd = f"sbatch {path}" + (f"  # after {run.init_from_run} finishes" if run.init_from_run
                                 else "")
     lines.append(cmd)
   if lines:
     print("\n".join(lines))
+  return 0
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(command_line.boundary(main))
+  command_line.run(main)

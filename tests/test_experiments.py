@@ -50,9 +50,23 @@ def test_parameter_table_agrees_with_the_paper():
   assert by_name[("width", "H4096")] == 222_595_584
 
 
-def test_launcher_prints_pod_and_slurm_commands(tmp_path):
-  run = lambda *a: subprocess.run([sys.executable, "-m", "experiments.launch", *a], cwd=REPO,
-                                  capture_output=True, text=True, env=ENV, check=True).stdout
+def launch_in_process(capsys, *args) -> tuple[int, str, str]:
+  """(exit status, stdout, stderr) of `python -m experiments.launch ARGS`, called in process."""
+  from experiments import launch  # pylint: disable=g-import-not-at-top
+  capsys.readouterr()
+  try:
+    status = launch.main(list(args))
+  except SystemExit as e:
+    status = e.code
+  out = capsys.readouterr()
+  return status, out.out, out.err
+
+
+def test_launcher_prints_pod_and_slurm_commands(tmp_path, capsys):
+  def run(*a):
+    status, out, err = launch_in_process(capsys, *a)
+    assert status == 0, err
+    return out
   out = run("--sweep=depth", f"--root={tmp_path}", "--mode=tpu", "--data=gs://b/train/*",
             "--spm_model=gs://b/spm.model", "--tpu=v3-512", "--zone=z")
   lines = out.strip().splitlines()
@@ -80,13 +94,13 @@ def _config_of_command(line: str):
 
 
 @pytest.mark.parametrize("runlocal", [False, True])
-def test_printed_commands_give_each_runs_config(tmp_path, runlocal):
+def test_printed_commands_give_each_runs_config(tmp_path, runlocal, capsys):
   data = ["--data=gs://b/train/*", "--nsp_data=gs://b/nsp/*", "--extra_data=gs://b/extra/*"]
   for sweep in sweeps.SWEEPS.values():
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.launch", f"--sweep={sweep.name}", f"--root={tmp_path}",
-         "--mode=print", *([] if runlocal else data)] + (["--runlocal"] if runlocal else []),
-        cwd=REPO, capture_output=True, text=True, env=ENV, check=True).stdout
+    status, out, err = launch_in_process(
+        capsys, f"--sweep={sweep.name}", f"--root={tmp_path}", "--mode=print",
+        *([] if runlocal else data), *(["--runlocal"] if runlocal else []))
+    assert status == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == len(sweep.runs)
     for run, line in zip(sweep.runs, lines):
@@ -98,14 +112,15 @@ def test_printed_commands_give_each_runs_config(tmp_path, runlocal):
         assert got.data.train_files == want_files.get(run.name, "gs://b/train/*"), run.name
 
 
-def test_launcher_refuses_runs_without_their_data(tmp_path):
+def test_launcher_refuses_runs_without_their_data(tmp_path, capsys):
   for sweep, given, missing in (("table5", "--data=/d/*", "--nsp_data"),
                                 ("table7", "--data=/d/*", "--extra_data"),
                                 ("table4", "--eval_data=/e/*", "--data")):
-    out = subprocess.run([sys.executable, "-m", "experiments.launch", f"--sweep={sweep}",
-                          f"--root={tmp_path}", "--mode=print", given], cwd=REPO,
-                         capture_output=True, text=True, env=ENV)
-    assert out.returncode != 0 and f"give {missing}" in out.stderr, out.stderr[-2000:]
+    status, _, err = launch_in_process(capsys, f"--sweep={sweep}", f"--root={tmp_path}",
+                                       "--mode=print", given)
+    assert status == 2 and f"give {missing}" in err and len(err.splitlines()) == 1, err
+  status, _, err = launch_in_process(capsys, "--sweep=table4", f"--root={tmp_path}", "--only=E1")
+  assert status == 2 and "--only: unknown runs ['E1']" in err and len(err.splitlines()) == 1
 
 
 def test_an_interrupted_local_run_is_not_marked_done(tmp_path, monkeypatch):
