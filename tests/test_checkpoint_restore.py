@@ -138,3 +138,52 @@ def test_all_corrupt_raises(tmp_path):
 
 def test_empty_workdir_restores_nothing(tmp_path):
   assert Checkpointer(str(tmp_path), 1, 5).restore_latest(make_state()) is None
+
+
+def overwrite_array_bytes(tmp_path, step):
+  """Overwrites bytes in the middle of the embedding's data (same size: the file still parses)."""
+  state_dir = tmp_path / "checkpoints" / str(step) / "state"
+  big = [os.path.join(root, n) for root, _, names in os.walk(state_dir) for n in names
+         if os.path.getsize(os.path.join(root, n)) > 4096]
+  assert len(big) == 1
+  size = os.path.getsize(big[0])
+  with open(big[0], "r+b") as f:
+    f.seek(size // 2)
+    f.write(b"\xff" * 64)
+  assert os.path.getsize(big[0]) == size
+
+
+def test_overwritten_array_data_fails_its_digest_and_falls_back(tmp_path, caplog):
+  saved_workdir(tmp_path)
+  overwrite_array_bytes(tmp_path, 2)
+  step, state, _ = Checkpointer(str(tmp_path), 1, 5).restore_latest(make_state())
+  assert step == 1 and int(state["step"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, state["params"], make_state()["params"])
+  assert steps_on_disk(tmp_path) == [1] and set_aside(tmp_path) == [2]
+  assert "differ from the digests written at save" in caplog.text
+  assert "params/embedding" in caplog.text
+
+
+def test_warm_start_reader_verifies_digests(tmp_path, caplog):
+  from albert_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  saved_workdir(tmp_path)
+  overwrite_array_bytes(tmp_path, 2)
+  step, params = checkpoints.read_step_params(str(tmp_path))
+  assert step == 1 and "params/embedding" in caplog.text
+  np.testing.assert_array_equal(params["embedding"], make_state()["params"]["embedding"])
+  assert steps_on_disk(tmp_path) == [1, 2]  # another run's workdir: nothing is moved
+
+
+def test_unreadable_data_position_falls_back(tmp_path, caplog):
+  saved_workdir(tmp_path)
+  for step in (1, 2):
+    (tmp_path / "data_positions" / str(step)).mkdir(parents=True)
+
+  def check(directory):
+    if directory.endswith("2"):
+      raise ValueError(f"{directory}/data_position_00000 is truncated")
+
+  step, _, position = Checkpointer(str(tmp_path), 1, 5).restore_latest(make_state(), check)
+  assert step == 1 and position == str(tmp_path / "data_positions" / "1")
+  assert "data position in" in caplog.text and "is truncated" in caplog.text
+  assert set_aside(tmp_path) == [2]

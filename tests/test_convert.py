@@ -163,17 +163,108 @@ def test_load_tf_directory_and_unexpected_tensor(tmp_path):
   names = official_names(1, 1, with_projection=True)
   rng = np.random.default_rng(1)
   arrays = {n: rng.normal(0, 0.2, tf_shape(n, cfg)).astype(np.float32) for n in names}
-  arrays["output_weights"] = np.zeros((3, 16), np.float32)  # a GLUE fine-tuning head
+  arrays["bert/extra/kernel"] = np.zeros((3, 16), np.float32)  # no model has it
   (tmp_path / "albert_config.json").write_text(__import__("json").dumps(cfg))
   hub = tmp_path / "hub" / "variables"
   hub.mkdir(parents=True)
   write_tf_checkpoint(str(hub / "variables"), arrays, module_prefix=True, with_slots=False)
-  with pytest.raises(ValueError, match="unexpected: tf:output_weights"):
+  with pytest.raises(ValueError, match="unexpected: tf:bert/extra/kernel"):
     convert.load_tf(str(tmp_path / "hub"), str(tmp_path / "albert_config.json"))
   _, params = convert.load_tf(str(tmp_path / "hub"), str(tmp_path / "albert_config.json"),
                               strict=False)
   np.testing.assert_array_equal(params["predictions"]["bias"],
                                 arrays["cls/predictions/output_bias"])
+
+
+TINY_OFFICIAL = dict(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=20, max_position_embeddings=16)
+# The official fine-tuning heads (classifier_utils.py, race_utils.py, squad_utils.py), H = 16.
+OFFICIAL_HEADS = {
+    "glue": {"output_weights": (3, 16), "output_bias": (3,)},
+    "race": {"output_weights": (1, 16), "output_bias": (1,)},
+    "squad_v1": {"cls/squad/output_weights": (2, 16), "cls/squad/output_bias": (2,)},
+    "squad_v2": {"start_logits/dense/kernel": (16, 1), "start_logits/dense/bias": (1,),
+                 "end_logits/dense_0/kernel": (32, 16), "end_logits/dense_0/bias": (16,),
+                 "end_logits/LayerNorm/gamma": (16,), "end_logits/LayerNorm/beta": (16,),
+                 "end_logits/dense_1/kernel": (16, 1), "end_logits/dense_1/bias": (1,),
+                 "answer_class/dense_0/kernel": (32, 16), "answer_class/dense_0/bias": (16,),
+                 "answer_class/dense_1/kernel": (16, 1)},
+}
+
+
+def fine_tuned_tf_checkpoint(directory, head, drop=()):
+  """An official fine-tuned checkpoint: the encoder and pooler (fine-tuning graphs have no MLM or
+  SOP head) and `head`'s variables, less `drop`."""
+  rng = np.random.default_rng(2)
+  names = [n for n in official_names(1, 1, with_projection=True) if not n.startswith("cls/")]
+  arrays = {n: rng.normal(0, 0.2, tf_shape(n, TINY_OFFICIAL)).astype(np.float32) for n in names}
+  arrays.update({n: rng.normal(0, 0.2, shape).astype(np.float32)
+                 for n, shape in OFFICIAL_HEADS[head].items() if n not in drop})
+  prefix = str(directory / "model.ckpt-best")
+  write_tf_checkpoint(prefix, arrays)
+  (directory / "albert_config.json").write_text(__import__("json").dumps(TINY_OFFICIAL))
+  return prefix, arrays
+
+
+@pytest.mark.parametrize("head", list(OFFICIAL_HEADS))
+def test_load_tf_fine_tuned_heads(tmp_path, head):
+  prefix, arrays = fine_tuned_tf_checkpoint(tmp_path, head)
+  config, params = convert.load_tf(prefix, str(tmp_path / "albert_config.json"))
+  assert "predictions" not in params and "sop_classifier" not in params
+  ids = np.array([[2, 5, 7, 3, 0]])
+  if head in ("glue", "race"):
+    np.testing.assert_array_equal(params["classifier"]["classifier"]["kernel"],
+                                  arrays["output_weights"].T)
+    model = (modeling.AlbertForSequenceClassification(config, num_labels=3) if head == "glue"
+             else modeling.AlbertForMultipleChoice(config))
+    out = model.apply({"params": params}, ids if head == "glue" else ids[:, None])["logits"]
+    pooled = modeling.AlbertModel(config).apply({"params": params["albert"]}, ids)[
+        "pooled_output"]
+    np.testing.assert_allclose(out.reshape(1, -1), pooled @ arrays["output_weights"].T
+                               + arrays["output_bias"], atol=1e-5)
+  elif head == "squad_v1":
+    np.testing.assert_array_equal(params["qa_outputs"]["dense"]["bias"],
+                                  arrays["cls/squad/output_bias"])
+    out = modeling.AlbertForQuestionAnswering(config).apply({"params": params}, ids)
+    assert out["start_logits"].shape == (1, 5)
+  else:
+    squad = params["squad"]
+    np.testing.assert_array_equal(squad["end_dense_0"]["kernel"],
+                                  arrays["end_logits/dense_0/kernel"])
+    np.testing.assert_array_equal(squad["end_LayerNorm"]["scale"],
+                                  arrays["end_logits/LayerNorm/gamma"])
+    assert "bias" not in squad["answer_class_dense_1"]
+    out = modeling.AlbertForQuestionAnsweringV2(config).apply({"params": params}, ids)
+    assert out["cls_logits"].shape == (1,)
+
+
+def test_load_tf_incomplete_fine_tuned_head_names_what_is_missing(tmp_path):
+  (tmp_path / "v1").mkdir()
+  prefix, _ = fine_tuned_tf_checkpoint(tmp_path / "v1", "glue", drop=("output_bias",))
+  with pytest.raises(ValueError, match="missing: classifier.bias"):
+    convert.load_tf(prefix, str(tmp_path / "v1" / "albert_config.json"))
+  (tmp_path / "v2").mkdir()
+  prefix, _ = fine_tuned_tf_checkpoint(tmp_path / "v2", "squad_v2",
+                                       drop=("answer_class/dense_1/kernel",))
+  with pytest.raises(ValueError, match=r"incomplete official SQuAD v2.0 head: it has "
+                                       r"\['answer_class/dense_0/bias'.*\n  missing: "
+                                       r"answer_class/dense_1/kernel"):
+    convert.load_tf(prefix, str(tmp_path / "v2" / "albert_config.json"))
+
+
+def test_load_tf_reads_through_the_file_layer(tmp_path):
+  # TF's in-memory file system stands for a bucket (gs://): no local path is involved.
+  from albert_jax import fileio  # pylint: disable=g-import-not-at-top
+  local, arrays = fine_tuned_tf_checkpoint(tmp_path, "glue")
+  root = f"ram://load_tf_{os.getpid()}"
+  for name in os.listdir(tmp_path):
+    fileio.copy(str(tmp_path / name), f"{root}/{name}")
+  config, params = convert.load_tf(f"{root}/model.ckpt-best", f"{root}/albert_config.json")
+  np.testing.assert_array_equal(params["classifier"]["classifier"]["bias"],
+                                arrays["output_bias"])
+  from albert_jax.train import checkpoint_kinds  # pylint: disable=g-import-not-at-top
+  source = checkpoint_kinds.read(f"{root}/model.ckpt-best", kind="tf")  # its config found beside
+  assert source.kind == "tf" and "classifier" in source.params
 
 
 def _save_layout(model, tmp_path, name):

@@ -29,7 +29,21 @@ SHAPES = [
          num_hidden_layers=2),
     dict(num_hidden_groups=1, inner_group_num=1, embedding_size=24, hidden_size=16,
          num_hidden_layers=3),
+    # L not divisible by G: groups of 3 and 2 layers, where HF's rule equals the official one.
+    dict(num_hidden_groups=2, inner_group_num=1, embedding_size=8, hidden_size=16,
+         num_hidden_layers=5),
 ]
+
+
+def test_groups_where_hf_and_the_official_rule_differ_are_refused():
+  # Layer 9 of 18 with 14 groups: group 7 officially (ours), 6 in transformers.
+  cfg = convert.ModelConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=18,
+                            num_hidden_groups=14, num_attention_heads=4, intermediate_size=20)
+  with pytest.raises(ValueError, match=r"layer\(s\) \[9.*int\(l / L \* G\)"):
+    convert.config_to_hf(cfg)
+  with pytest.raises(ValueError, match="config.json: with num_hidden_layers=18"):
+    convert.config_from_hf(dict(num_hidden_layers=18, num_hidden_groups=14, hidden_size=16,
+                                num_attention_heads=4))
 
 
 def hf_model(shape, seed):

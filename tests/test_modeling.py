@@ -80,6 +80,47 @@ def test_scan_matches_python_loop(sharing, groups, inner):
   jax.tree.map(assert_grad_close, g_scan, g_loop)
 
 
+@pytest.mark.parametrize("layers,groups,inner,grad", [(5, 2, 1, False), (7, 3, 2, True),
+                                                     (22, 22, 1, False)])
+def test_unequal_groups_follow_the_official_rule(layers, groups, inner, grad):
+  # L not divisible by G, and L = G = 22, where the float rule puts layer 15 in group 14 and no
+  # layer in group 15: the model against the Python loop of the official formula.
+  cfg = ModelConfig(**BASE, num_hidden_layers=layers, num_hidden_groups=groups,
+                    inner_group_num=inner)
+  assert not cfg.uniform_groups
+  model = modeling.AlbertModel(cfg)
+  ids, mask, types = make_inputs()
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), ids)["params"])
+  scan_loss = lambda p: jnp.sum(model.apply({"params": p["albert"]}, ids, mask, types)[
+      "sequence_output"] ** 2)
+  loop_loss = lambda p: jnp.sum(loop_forward(cfg, p, ids, mask, types)[0] ** 2)
+  full = {"albert": params}
+  np.testing.assert_allclose(scan_loss(full), loop_loss(full), rtol=1e-5)
+  if grad:  # float32 sums of 5-7 layers in another order: 1e-4 of the largest entry
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(b).max()))),
+                 jax.grad(scan_loss)(full), jax.grad(loop_loss)(full))
+
+
+def test_group_assignment_is_the_official_rounding_rule():
+  from albert_jax.model import config as config_lib  # pylint: disable=g-import-not-at-top
+  for layers in range(1, 50):
+    for groups in range(1, layers + 1):
+      cfg = ModelConfig(**BASE, num_hidden_layers=layers, num_hidden_groups=groups)
+      # google-research/albert modeling.py transformer_model, verbatim.
+      official = tuple(int(l / layers * groups) for l in range(layers))
+      assert cfg.layer_groups == official
+      assert list(official) == sorted(official)  # contiguous runs
+      assert sum(cfg.group_lengths) == layers
+      if cfg.uniform_groups:  # the plain scan: L/G layers per group, in order
+        assert official == tuple(l // (layers // groups) for l in range(layers))
+  assert ModelConfig(**BASE, num_hidden_layers=5, num_hidden_groups=2).group_lengths == (3, 2)
+  # Where the float rule is not floor(l * G / L), and where Hugging Face's rule differs.
+  assert ModelConfig(**BASE, num_hidden_layers=22, num_hidden_groups=22).group_lengths[14:16] == (
+      2, 0)
+  assert config_lib.layer_group(9, 18, 14) == 7 and config_lib.hf_layer_group(9, 18, 14) == 6
+
+
 def layer_shapes(cfg):
   model = modeling.AlbertModel(cfg)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
@@ -198,7 +239,9 @@ def test_logical_axis_names_on_every_parameter():
 
 @pytest.mark.parametrize("overrides,field", [
     (dict(hidden_size=18), "hidden_size"),
-    (dict(num_hidden_layers=3, num_hidden_groups=2), "num_hidden_groups"),
+    (dict(num_hidden_layers=3, num_hidden_groups=2, layer_sharing="none"), "num_hidden_groups"),
+    (dict(num_hidden_layers=2, num_hidden_groups=3), "num_hidden_groups"),
+    (dict(num_hidden_layers=5, num_hidden_groups=2, remat_scan_blocks=0), "remat_scan_blocks"),
     (dict(layer_sharing="half"), "layer_sharing"),
     (dict(hidden_act="gelu_fancy"), "hidden_act"),
     (dict(use_embedding_projection=False), "use_embedding_projection"),

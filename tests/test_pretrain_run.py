@@ -96,6 +96,48 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, static_records, straight
   jax.tree.map(np.testing.assert_array_equal, params_at(workdir, 6), params_at(straight, 6))
 
 
+def test_truncated_data_position_falls_back(tmp_path, static_records, straight):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  position = workdir / "data_positions" / "6"
+  data = next(position.glob("data_position_00000.data-*"))
+  data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+  proc = driver(workdir, static_records)
+  assert "falling back" in proc.stderr and "data_position_00000" in proc.stderr
+  # Resumed exactly from step 3, its reader position intact.
+  jax.tree.map(np.testing.assert_array_equal, params_at(workdir, 6), params_at(straight, 6))
+
+
+def driver_command_without_root_override(cmd):
+  """`cmd` as it must run for a read-only directory to stop its writes: root overrides file modes
+  (CAP_DAC_OVERRIDE), so as root it runs without that capability where capsh exists (elsewhere the
+  driver refuses the writes itself, see pretrain_driver.make_read_only)."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  if os.geteuid() != 0 or shutil.which("capsh") is None:
+    return cmd
+  return ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", shlex.join(cmd)]
+
+
+def test_unwritable_checkpoint_directory_stops_the_run_promptly(tmp_path, static_records,
+                                                                straight):
+  cmd = [sys.executable, "-m", "tests.pretrain_driver", str(tmp_path),
+         str(static_records / "*.tfrecord"), "--read_only_after=3"]
+  try:
+    proc = subprocess.run(driver_command_without_root_override(cmd), capture_output=True,
+                          text=True, env=ENV, cwd=REPO, timeout=240)
+  finally:
+    os.chmod(tmp_path / "checkpoints", 0o755)
+  assert proc.returncode not in (0, None), proc.stdout
+  assert "cannot write checkpoint step 6" in proc.stderr, proc.stderr[-3000:]
+  assert "PermissionError" in proc.stderr and "step 3, is kept" in proc.stderr
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
+  # The last good checkpoint is intact: it restores, and equals the straight run's step 3.
+  jax.tree.map(np.testing.assert_array_equal, params_at(tmp_path, 3), params_at(straight, 3))
+  assert not os.path.exists(tmp_path / "checkpoints" / "6")
+
+
 def test_resume_with_other_reader_settings_restarts_the_readers(tmp_path, static_records):
   driver(tmp_path, static_records, "--set", "training.total_steps=3")
   readers = tmp_path / "data_positions" / "3" / "readers.json"

@@ -106,13 +106,16 @@ def abstract_params(cfg: ModelConfig) -> Params:
 
 def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], *,
                            allow_missing_heads: bool = False, strict: bool = True,
-                           seed: int = 0, source: str = "checkpoint") -> Params:
+                           seed: int = 0, source: str = "checkpoint",
+                           task_trees: Optional[Mapping[str, Params]] = None) -> Params:
   """Builds our tree from HF-keyed arrays in PyTorch layout; see the module docstring.
 
-  A source with a fine-tuning head (`classifier.*`, `qa_outputs.*`) gives the tree of our task
-  model: the head under the same name, and without the pretraining heads the source lacks (they
-  are initialized, as for any source, with `allow_missing_heads=True`).
+  A source with a fine-tuning head (`classifier.*`, `qa_outputs.*`, or a head HF has no key for,
+  given in our layout as `task_trees`: {top-level tree: its checked arrays}) gives the tree of
+  our task model: the head under its name, and without the pretraining heads the source lacks
+  (they are initialized, as for any source, with `allow_missing_heads=True`).
   """
+  task_trees = dict(task_trees or {})
   abstract = traverse_util.flatten_dict(abstract_params(cfg))
   flat = {path: np.zeros(a.shape, a.dtype) for path, a in abstract.items()}
   missing, shape_errors, missing_heads = [], [], set()
@@ -149,6 +152,9 @@ def params_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], 
     dtype = jnp.dtype(cfg.param_dtype)
     flat[head_tensors[0].path] = weight.T.astype(dtype)
     flat[head_tensors[1].path] = bias.astype(dtype)
+  for tree, value in task_trees.items():
+    flat.update({(tree,) + path: leaf for path, leaf in traverse_util.flatten_dict(value).items()})
+  task_heads += list(task_trees)
   for alias, target in names.HF_TIED_ALIASES.items():
     if alias in tensors and target in tensors and not np.array_equal(tensors[alias],
                                                                      tensors[target]):
@@ -256,17 +262,20 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
   if act not in _HF_ACT_TO_OURS:
     raise ValueError(f"config.json field 'hidden_act'={act!r} is not supported; "
                      f"allowed: {sorted(_HF_ACT_TO_OURS)}")
-  return ModelConfig(**{k: merged[k] for k in _COMMON_FIELDS}, hidden_act=_HF_ACT_TO_OURS[act],
-                     layer_norm_eps=merged["layer_norm_eps"],
-                     classifier_dropout_prob=merged["classifier_dropout_prob"],
-                     # HF always has the E -> H projection, even when E == H.
-                     use_embedding_projection=True, layer_sharing="all")
+  cfg = ModelConfig(**{k: merged[k] for k in _COMMON_FIELDS}, hidden_act=_HF_ACT_TO_OURS[act],
+                    layer_norm_eps=merged["layer_norm_eps"],
+                    classifier_dropout_prob=merged["classifier_dropout_prob"],
+                    # HF always has the E -> H projection, even when E == H.
+                    use_embedding_projection=True, layer_sharing="all")
+  names.check_hf_groups(cfg, "config.json")
+  return cfg
 
 
 def config_to_hf(cfg: ModelConfig,
                  arch: Optional[hf_classes.HfArchitecture] = None) -> dict[str, Any]:
   """The config.json of `cfg` for the class `arch` (default AlbertForPreTraining)."""
   arch = arch or hf_classes.HfArchitecture("AlbertForPreTraining")
+  names.check_hf_groups(cfg, "export to Hugging Face")
   groups, inner = names.hf_layout(cfg)
   out = {k: getattr(cfg, k) for k in _COMMON_FIELDS}
   out.update(num_hidden_groups=groups, inner_group_num=inner,
@@ -382,44 +391,76 @@ def config_from_official(official: Mapping[str, Any]) -> ModelConfig:
 
 
 def _resolve_tf_checkpoint(path: str) -> str:
-  """Accepts a checkpoint prefix, a directory with a `checkpoint` file, or a TF-Hub module dir."""
-  if os.path.isdir(path):
+  """Accepts a checkpoint prefix, a directory with a `checkpoint` file, or a TF-Hub module dir
+  (local or in a bucket: gs://...)."""
+  if fileio.exists(path + ".index"):  # a prefix (tested first: in buckets, prefixes list as dirs)
+    return path
+  if fileio.isdir(path):
     hub_variables = os.path.join(path, "variables", "variables")
-    if os.path.exists(hub_variables + ".index"):
+    if fileio.exists(hub_variables + ".index"):
       return hub_variables
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      raise FileNotFoundError(f"{path} holds no TF checkpoint (no 'checkpoint' file and no "
-                              "TF-Hub variables/variables.index)")
-    return latest
-  if not os.path.exists(path + ".index"):
-    raise FileNotFoundError(f"TF checkpoint {path}.index not found")
-  return path
+    if latest is not None:
+      return latest
+    raise FileNotFoundError(f"{path} holds no TF checkpoint (no 'checkpoint' file and no "
+                            "TF-Hub variables/variables.index)")
+  raise FileNotFoundError(f"TF checkpoint {path}.index not found")
+
+
+def _squad_v2_tree(cfg: ModelConfig, found: Mapping[tuple[str, ...], np.ndarray],
+                   source: str) -> dict[str, Params]:
+  """{"squad": the head} of the official SQuAD v2.0 variables `found` (none: {}); an incomplete
+  or mis-shaped head is an error naming what is there and what is missing."""
+  if not found:
+    return {}
+  leaves = list(names.squad_v2_tf_leaves(cfg))
+  missing = [tf_name for tf_name, path, _ in leaves if path not in found]
+  wrong = [f"{tf_name}: {source} has {found[path].shape}, model expects {shape}"
+           for tf_name, path, shape in leaves if path in found and found[path].shape != shape]
+  if missing or wrong:
+    have = sorted(tf_name for tf_name, path, _ in leaves if path in found)
+    raise ValueError(f"{source} has an incomplete official SQuAD v2.0 head: it has {have}"
+                     + "".join(f"\n  missing: {m}" for m in missing)
+                     + "".join(f"\n  shape mismatch: {w}" for w in wrong))
+  dtype = jnp.dtype(cfg.param_dtype)
+  tree = traverse_util.unflatten_dict({path[1:]: np.asarray(v, dtype) for path, v in found.items()})
+  return {names.SQUAD_V2_TREE: tree}
 
 
 def load_tf(ckpt_prefix: str, albert_config_json: str, *, allow_missing_heads: bool = False,
             strict: bool = True, seed: int = 0) -> tuple[ml_collections.ConfigDict, Params]:
-  """Loads an official TF1 ALBERT checkpoint (optimizer slots and global_step are ignored)."""
+  """Loads an official TF1 ALBERT checkpoint (optimizer slots and global_step are ignored), local
+  or in a bucket (gs://). A fine-tuned one gives the tree of our task model: run_classifier's and
+  run_race's `output_weights` / `output_bias` become `classifier`, run_squad_v1's cls/squad/ head
+  `qa_outputs`, run_squad_v2's start_logits/, end_logits/ and answer_class/ the `squad` head."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   cfg = config_from_official(fileio.read_json(albert_config_json))
   prefix = _resolve_tf_checkpoint(ckpt_prefix)
-  reader = tf.train.load_checkpoint(prefix)
+  # The reader itself: tf.train.load_checkpoint takes a prefix that lists as a directory in a
+  # bucket for one, and looks for a 'checkpoint' file in it.
+  reader = tf.compat.v1.train.NewCheckpointReader(prefix)
   by_tf_name = {names.tf_name(t.hf_key): t.hf_key for t in names.tensors(cfg)}
-  tensors, unexpected = {}, {}
+  by_tf_name.update(names.TF_TASK_HEAD_KEYS)
+  squad_v2 = {tf_name: path for tf_name, path, _ in names.squad_v2_tf_leaves(cfg)}
+  tensors, unexpected, squad_found = {}, {}, {}
   for var in reader.get_variable_to_shape_map():
     name = var[len("module/"):] if var.startswith("module/") else var
     if any(part in _TF_SKIP for part in name.split("/")):
       continue
     value = reader.get_tensor(var)
-    if name in by_tf_name:
+    if name in squad_v2:
+      squad_found[squad_v2[name]] = value
+    elif name in by_tf_name:
       hf_key = by_tf_name[name]
-      tensors[hf_key] = value.T if names.tf_transpose(hf_key) else value
+      tensors[hf_key] = value.T if hf_key not in names.TF_TASK_HEAD_KEYS.values() and (
+          names.tf_transpose(hf_key)) else value
     else:
       unexpected["tf:" + name] = value
   tensors.update(unexpected)  # reported as unexpected by the strict check
   params = params_from_hf_tensors(cfg, tensors, allow_missing_heads=allow_missing_heads,
-                                  strict=strict, seed=seed, source=prefix)
+                                  strict=strict, seed=seed, source=prefix,
+                                  task_trees=_squad_v2_tree(cfg, squad_found, prefix))
   return cfg.to_config_dict(), params
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Optional
 
-from albert_jax.model.config import ModelConfig
+from albert_jax.model.config import ModelConfig, hf_layer_group
 
 # (path inside one of our `albert_layers_{n}` sub-trees, HF suffix after `albert_layers.{n}.`).
 _LAYER_LEAVES = tuple(
@@ -71,6 +71,23 @@ def hf_layout(cfg: ModelConfig) -> tuple[int, int]:
   raise ValueError(f"model config field 'layer_sharing'={cfg.layer_sharing!r} shares only part of "
                    "each layer; Hugging Face and official checkpoints cannot represent it "
                    "(use 'all' or 'none')")
+
+
+def check_hf_groups(cfg: ModelConfig, what: str) -> None:
+  """Raises when Hugging Face would run other groups than ours on some layer: its
+  AlbertTransformer assigns int(l / (L / G)), we the official int(l / L * G) (config.layer_group);
+  the two agree on every divisible shape with equal groups and on most others (e.g. L=5, G=2)."""
+  if cfg.layer_sharing != "all":  # one HF group per layer: the identity in both rules
+    return
+  layers, groups = cfg.num_hidden_layers, cfg.num_hidden_groups
+  ours = cfg.layer_groups
+  differ = [l for l in range(layers) if hf_layer_group(l, layers, groups) != ours[l]]
+  if differ:
+    raise ValueError(
+        f"{what}: with num_hidden_layers={layers} and num_hidden_groups={groups}, Hugging Face's "
+        f"AlbertTransformer runs layer(s) {differ} with other groups (int(l / (L / G))) than the "
+        "official model does (int(l / L * G)), which albert_jax follows: the same weights would "
+        "compute another function")
 
 
 def layer_slice(cfg: ModelConfig, hf_group: int) -> tuple[int, ...]:
@@ -162,3 +179,30 @@ def tf_name(hf_key: str) -> str:
 def tf_transpose(hf_key: str) -> bool:
   """TF kernels are [in, out] like Flax; HF Linear weights are [out, in]."""
   return tf_name(hf_key).endswith("/kernel")
+
+
+# Official fine-tuning heads with a Hugging Face counterpart: official TF1 variable -> HF key (both
+# [out, in]). run_classifier (classifier_utils.py `create_model`) and run_race (race_utils.py
+# `create_model`, one score per choice) keep theirs at the root; run_squad_v1 (squad_utils.py
+# `create_v1_model`) under cls/squad/.
+TF_TASK_HEAD_KEYS = {"output_weights": "classifier.weight", "output_bias": "classifier.bias",
+                     "cls/squad/output_weights": "qa_outputs.weight",
+                     "cls/squad/output_bias": "qa_outputs.bias"}
+SQUAD_V2_TREE = "squad"  # heads.SquadV2Head in the SQuAD v2.0 model (no Hugging Face class)
+
+
+def squad_v2_tf_leaves(cfg: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[int, ...]]]:
+  """(official TF1 variable, leaf path in our tree, shape) of the SQuAD v2.0 head: run_squad_v2's
+  start_logits/, end_logits/ and answer_class/ scopes (squad_utils.py `create_v2_model`; kernels
+  [in, out] as ours, and the same concatenation orders)."""
+  h = cfg.hidden_size
+  dense = {"start_logits/dense": ("start_dense", h, 1),
+           "end_logits/dense_0": ("end_dense_0", 2 * h, h), "end_logits/dense_1": ("end_dense_1", h, 1),
+           "answer_class/dense_0": ("answer_class_dense_0", 2 * h, h),
+           "answer_class/dense_1": ("answer_class_dense_1", h, 1)}
+  for scope, (ours, fan_in, fan_out) in dense.items():
+    yield f"{scope}/kernel", (SQUAD_V2_TREE, ours, "kernel"), (fan_in, fan_out)
+    if scope != "answer_class/dense_1":  # use_bias=False
+      yield f"{scope}/bias", (SQUAD_V2_TREE, ours, "bias"), (fan_out,)
+  for tf_leaf, leaf in (("gamma", "scale"), ("beta", "bias")):
+    yield f"end_logits/LayerNorm/{tf_leaf}", (SQUAD_V2_TREE, "end_LayerNorm", leaf), (h,)

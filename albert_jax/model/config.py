@@ -118,8 +118,28 @@ class ModelConfig:
     return self.hidden_size // self.num_attention_heads
 
   @property
+  def layer_groups(self) -> tuple[int, ...]:
+    """The group of each layer: `layer_group(l, L, G)`, the official assignment."""
+    return tuple(layer_group(l, self.num_hidden_layers, self.num_hidden_groups)
+                 for l in range(self.num_hidden_layers))
+
+  @property
+  def uniform_groups(self) -> bool:
+    """Whether every group runs L/G consecutive layers (the plain depth scan); otherwise groups
+    have unequal lengths (L not divisible by G, or float rounding in the official rule)."""
+    l, g = self.num_hidden_layers, self.num_hidden_groups
+    return l % g == 0 and self.layer_groups == tuple(i // (l // g) for i in range(l))
+
+  @property
+  def group_lengths(self) -> tuple[int, ...]:
+    """The number of layers of each group (0 for a group that no layer uses)."""
+    groups = self.layer_groups
+    return tuple(groups.count(g) for g in range(self.num_hidden_groups))
+
+  @property
   def layers_per_group(self) -> int:
-    return self.num_hidden_layers // self.num_hidden_groups
+    """The depth scan's length: L/G, or the longest group's length when groups are unequal."""
+    return max(self.group_lengths)
 
   @property
   def straight_line_depth(self) -> bool:
@@ -135,6 +155,23 @@ class ModelConfig:
     return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - n ** 0.5))
 
 
+def layer_group(layer: int, num_hidden_layers: int, num_hidden_groups: int) -> int:
+  """The group whose weights layer `layer` uses, as google-research/albert `modeling.py`
+  (`transformer_model`) computes it: int(layer / L * G), in Python floats.
+
+  For any L and G the groups are contiguous runs of layers. The float rounding matters: it is
+  not always floor(layer * G / L) (L = G = 22: layer 15 uses group 14, and no layer uses group
+  15), and Hugging Face's AlbertTransformer, int(layer / (L / G)), differs from both on some
+  shapes (L = 18, G = 14: layer 9 is in group 7 officially, 6 in Hugging Face).
+  """
+  return int(layer / num_hidden_layers * num_hidden_groups)
+
+
+def hf_layer_group(layer: int, num_hidden_layers: int, num_hidden_groups: int) -> int:
+  """The group of layer `layer` in transformers' AlbertTransformer (modeling_albert.py)."""
+  return int(layer / (num_hidden_layers / num_hidden_groups))
+
+
 def _validate(c: ModelConfig) -> None:
   def fail(field, msg):
     raise ValueError(f"model config field '{field}': {msg}")
@@ -148,9 +185,16 @@ def _validate(c: ModelConfig) -> None:
   if c.hidden_size % c.num_attention_heads:
     fail("hidden_size", f"{c.hidden_size} is not divisible by num_attention_heads="
          f"{c.num_attention_heads}")
-  if c.num_hidden_layers % c.num_hidden_groups:
-    fail("num_hidden_groups", f"num_hidden_layers={c.num_hidden_layers} is not divisible by "
-         f"num_hidden_groups={c.num_hidden_groups} (groups are contiguous blocks of L/G layers)")
+  if c.num_hidden_groups > c.num_hidden_layers:
+    fail("num_hidden_groups", f"{c.num_hidden_groups} groups for num_hidden_layers="
+         f"{c.num_hidden_layers}: at most one group per layer")
+  if not c.uniform_groups and c.layer_sharing != "all":
+    fail("num_hidden_groups", f"groups of unequal length (num_hidden_layers={c.num_hidden_layers}"
+         f", num_hidden_groups={c.num_hidden_groups}: {c.group_lengths} layers) need "
+         f"layer_sharing='all' (the official model's groups), got {c.layer_sharing!r}")
+  if not c.uniform_groups and c.remat_scan_blocks != 1:
+    fail("remat_scan_blocks", f"blocks of the depth scan need groups of equal length (got "
+         f"{c.group_lengths} layers per group); use remat_scan_blocks=1")
   if c.hidden_act not in ACTIVATIONS:
     fail("hidden_act", f"unknown activation {c.hidden_act!r}; allowed: {ACTIVATIONS}")
   if c.layer_sharing not in LAYER_SHARING:

@@ -11,8 +11,8 @@ N = inner_group_num, L = num_hidden_layers):
     encoder/groups/layers/albert_layers_{n}/{ffn,ffn_output,full_layer_layer_norm}
     pooler/{kernel,bias}
 
-Every encoder leaf has a leading `groups` axis of size G (contiguous blocks of L/G layers, official
-semantics). Inside a group the L/G layers are one `nn.scan`: parameters shared across depth are
+Every encoder leaf has a leading `groups` axis of size G (contiguous runs of layers: layer l uses
+group int(l / L * G), official semantics, for any L and G; see AlbertEncoder). Inside a group the L/G layers are one `nn.scan`: parameters shared across depth are
 broadcast (no extra axis) and unshared ones are stacked on a `layers` axis of size L/G. Which
 sub-trees are shared is `layer_sharing`: "all" (ALBERT), "attention" (attention + its LayerNorm),
 "ffn" (ffn, ffn_output, full_layer_layer_norm) or "none" (BERT when G = 1). With "all" the tree does
@@ -150,18 +150,21 @@ class AlbertLayerStep(nn.Module):
   """One step of depth: the N inner layers of a group, each with its own weights.
 
   Each layer's dropout key is the group's `dropout_key` folded with (step, n), so it depends on
-  the layer alone, not on how the depth scan is cut into `remat_scan_blocks`.
+  the layer alone, not on how the depth scan is cut into `remat_scan_blocks`. `length`: the
+  group's number of layers when groups are unequal (steps from it on pass `x` through), or None.
   """
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
-               dropout_key: Optional[Array], step: Array):
+               dropout_key: Optional[Array], step: Array, length: Optional[Array] = None):
+    y = x
     for n in range(self.config.inner_group_num):
-      x = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
-          x, attention_mask, deterministic, _fold_key(dropout_key, step, n))
-    return x, None
+      y = AlbertLayer(self.config, step=step, name=f"albert_layers_{n}")(
+          y, attention_mask, deterministic, _fold_key(dropout_key, step, n))
+    # A shorter group's steps past its end are computed and dropped: the scan has one length.
+    return (y if length is None else jnp.where(step < length, y, x)), None
 
 
 def _split_shared(shared_keys):
@@ -191,21 +194,23 @@ def _remat(module_cls, policy: str):
     saveable = jax.checkpoint_policies.save_only_these_names(*MATMUL_AND_LAYERNORM_INPUTS)
   else:
     saveable = getattr(jax.checkpoint_policies, policy)
-  # static_argnums counts self: (self, x, attention_mask, deterministic, dropout_key, steps).
+  # static_argnums counts self: (self, x, attention_mask, deterministic, dropout_key, steps,
+  # length).
   return nn.remat(module_cls, prevent_cse=False, static_argnums=(3,), policy=saveable)
 
 
 def _depth_scan(cfg: ModelConfig, length: int):
   """`length` steps of depth as a scanned module class, sharing per `layer_sharing`.
 
-  The scanned call is (x, attention_mask, deterministic, dropout_key, steps) with steps the [length]
-  indices of the steps in the group. No rng is split across steps: broadcast weights must not
+  The scanned call is (x, attention_mask, deterministic, dropout_key, steps, group length) with
+  steps the [length] indices of the steps in the group. No rng is split across steps: broadcast weights must not
   depend on the step, unshared weights are decorrelated by folding the step index into their init
   key, and dropout keys by folding it into `dropout_key`.
   """
   step = AlbertLayerStep if cfg.remat_policy == "none" else _remat(AlbertLayerStep,
                                                                    cfg.remat_policy)
-  common = dict(in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=length,
+  common = dict(in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                length=length,
                 split_rngs={"params": False, "dropout": False},
                 unroll=min(cfg.scan_unroll, length))
   if cfg.layer_sharing == "all":
@@ -237,17 +242,19 @@ class _DepthBlock(nn.Module):
     nn.share_scope(self, self.inner)
 
   def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
-               dropout_key: Optional[Array], steps: Array):
-    return self.inner(x, attention_mask, deterministic, dropout_key, steps)
+               dropout_key: Optional[Array], steps: Array, length: Optional[Array] = None):
+    return self.inner(x, attention_mask, deterministic, dropout_key, steps, length)
 
 
 class AlbertGroup(nn.Module):
-  """One group of L/G consecutive layers."""
+  """One group of consecutive layers: L/G of them, or `length` (a scanned [G] input) of the
+  longest group's `layers_per_group` steps when groups are unequal."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, attention_mask: Array, deterministic: bool):
+  def __call__(self, x: Array, attention_mask: Array, deterministic: bool,
+               length: Optional[Array] = None):
     cfg = self.config
     steps = jnp.arange(cfg.layers_per_group)
     if cfg.depth_blocks == 1:
@@ -257,19 +264,25 @@ class AlbertGroup(nn.Module):
       # recomputes the block's forward (saving its per-layer inputs) when it reaches it.
       # (`remat_scan_blocks` > 1 implies layer_sharing="all": every weight is broadcast.)
       scan = nn.scan(_remat(_DepthBlock, "nothing_saveable"), variable_broadcast="params",
-                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
                      length=cfg.depth_blocks, split_rngs={"params": False, "dropout": False},
                      unroll=cfg.depth_blocks if cfg.straight_line_depth else 1)
       steps = steps.reshape(cfg.depth_blocks, -1)
     # No 'dropout' rng is needed when no rate is positive (v2 configs), as with nn.Dropout.
     drops = cfg.hidden_dropout_prob > 0 or cfg.attention_probs_dropout_prob > 0
     dropout_key = self.make_rng("dropout") if drops and not deterministic else None
-    x, _ = scan(cfg, name="layers")(x, attention_mask, deterministic, dropout_key, steps)
+    x, _ = scan(cfg, name="layers")(x, attention_mask, deterministic, dropout_key, steps, length)
     return x, None
 
 
 class AlbertEncoder(nn.Module):
-  """E -> H projection, then G groups (an outer scan with per-group weights)."""
+  """E -> H projection, then G groups (an outer scan with per-group weights).
+
+  Layer l uses group int(l / L * G) (config.layer_group, the official rule). When every group
+  has L/G layers this is a scan of G groups of an L/G-step scan; otherwise (L not divisible by G)
+  each group's scan runs the longest group's length and the steps past a shorter group's end
+  pass their input through, so the tree keeps its [G, ...] layout and the one scan.
+  """
 
   config: ModelConfig
 
@@ -279,9 +292,11 @@ class AlbertEncoder(nn.Module):
     if cfg.has_embedding_projection:
       x = dense(cfg, cfg.hidden_size, ("embed", "hidden"), "embedding_hidden_mapping_in")(x)
     x = constrain(x, ("act_batch", "act_len", "act_hidden"))
+    uneven = not cfg.uniform_groups
     groups = nn.scan(AlbertGroup, variable_axes={"params": 0, "shared": 0},
                      split_rngs={"params": True, "dropout": True},
-                     in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_hidden_groups,
+                     in_axes=(nn.broadcast, nn.broadcast) + ((0,) if uneven else ()),
+                     length=cfg.num_hidden_groups,
                      unroll=cfg.num_hidden_groups if cfg.straight_line_depth else 1,
                      metadata_params={nn.PARTITION_NAME: "groups"})
     if cfg.layer_sharing in ("attention", "ffn"):
@@ -290,7 +305,8 @@ class AlbertEncoder(nn.Module):
       split, merge = _split_shared(_SHARED_KEYS[cfg.layer_sharing])
       groups = nn.map_variables(groups, ["params", "shared"], trans_in_fn=split,
                                 trans_out_fn=merge, mutable=True)
-    x, _ = groups(cfg, name="groups")(x, attention_mask, deterministic)
+    lengths = (jnp.asarray(cfg.group_lengths, jnp.int32),) if uneven else ()
+    x, _ = groups(cfg, name="groups")(x, attention_mask, deterministic, *lengths)
     return x
 
 

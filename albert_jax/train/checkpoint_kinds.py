@@ -40,8 +40,10 @@ kind "tf": an official TF1 checkpoint (google-research/albert): a prefix PREFIX 
     TF-Hub module directory (variables/variables.index). It needs the official albert_config.json:
     given, or found beside it (the prefix's directory, the module directory or its assets/).
 
-HF and TF checkpoints are read from local disk; heads they lack are initialized with a warning
-unless `allow_missing_heads=False` (convert.params_from_hf_tensors).
+HF checkpoints are read from local disk, TF checkpoints from local disk or a bucket (gs://); heads
+they lack are initialized with a warning unless `allow_missing_heads=False`
+(convert.params_from_hf_tensors). A fine-tuned official checkpoint reads as the tree of our task
+model (convert.load_tf).
 """
 
 from __future__ import annotations
@@ -154,15 +156,21 @@ def _read_hf(path: str, *, allow_missing_heads: bool, **_: Any) -> Source:
   return Source("hf", path, ModelConfig.from_any(config), params, None, path)
 
 
+def _is_tf_directory(path: str) -> bool:
+  """A TF-Hub module or checkpoint directory, not a prefix (which a bucket lists as a directory
+  when files start with it)."""
+  return not fileio.exists(path + ".index") and fileio.isdir(path)
+
+
 def albert_config_beside(path: str) -> str:
   """The official albert_config.json next to a TF checkpoint prefix or in a TF-Hub module
   directory (or its assets/), or "" when there is none."""
-  if os.path.isdir(path):
+  if _is_tf_directory(path):
     candidates = [os.path.join(path, ALBERT_CONFIG_FILE),
                   os.path.join(path, "assets", ALBERT_CONFIG_FILE)]
   else:
     candidates = [os.path.join(os.path.dirname(path), ALBERT_CONFIG_FILE)]
-  return next((c for c in candidates if os.path.isfile(c)), "")
+  return next((c for c in candidates if fileio.isfile(c)), "")
 
 
 def _read_tf(path: str, *, albert_config: str, field: str, albert_config_field: str,
@@ -172,5 +180,5 @@ def _read_tf(path: str, *, albert_config: str, field: str, albert_config_field: 
     raise CheckpointError(f"{field}={path!r} is an official TF checkpoint: give its "
                           f"{ALBERT_CONFIG_FILE} with {albert_config_field} (none is beside it)")
   config, params = convert.load_tf(path, albert_config, allow_missing_heads=allow_missing_heads)
-  directory = path if os.path.isdir(path) else os.path.dirname(path)
+  directory = path if _is_tf_directory(path) else os.path.dirname(path)
   return Source("tf", path, ModelConfig.from_any(config), params, None, directory)

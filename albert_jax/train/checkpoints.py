@@ -15,6 +15,14 @@ Saves of the train state are asynchronous and happen every `checkpoint_every_ste
   skipped steps are counted in one report. On resume a skipped step is also moved aside to
   `corrupt_checkpoints/` so that it is not retried. If steps exist but none can be read, that is
   an error (never a silent restart from step 0); an empty workdir restores nothing.
+* A step is unreadable too when its arrays differ from the integrity digests written with it
+  (digests.py: bytes overwritten inside the array data, which orbax itself restores silently), or
+  when the job's `check_position` refuses the reader position beside it (a truncated file).
+
+A save that cannot be written (the checkpoint directory became unwritable, or is a file now) stops
+the run with CheckpointWriteError naming the directory and the last step saved, which is left
+intact. The directory is probed before each save, since orbax's own failure to create a step's
+directory leaves its background threads waiting forever (the process would never exit).
 
 Every process makes the same decisions: the metadata is read from the shared checkpoint directory.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import flax.linen as nn
@@ -32,9 +41,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 import tensorflow as tf
+from etils import epath
 
 from albert_jax import fileio
 from albert_jax.model.config import ModelConfig
+from albert_jax.train import digests
 
 T = TypeVar("T")
 
@@ -63,6 +74,10 @@ class StateMismatch(ValueError):
 
 class NoReadableStep(RuntimeError):
   """Steps exist but the fallback rule could read none of them."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written; the message names the directory and the last step kept."""
 
 
 def step_numbers(directory: str) -> list[int]:
@@ -126,6 +141,8 @@ class Checkpointer:
     self._manager = self._new_manager(keep)
     self._keep = keep
     self._model_config = model_config
+    self._failed = False  # a save failed: close() does not report it again
+    self._pending_step = -1  # the step of the latest save started
 
   def _new_manager(self, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -141,15 +158,37 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, save_position: Optional[Callable[[str], Any]] = None,
            force: bool = False) -> None:
-    """Starts an async save of `state` at `step` and writes this host's reader position."""
-    if save_position is not None:
-      save_position(os.path.join(self.positions, str(step)))
-    if self._model_config is not None and jax.process_index() == 0:
-      write_model_config(self.workdir, self._model_config)
-    self._model_config = None  # written once
-    self._manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
-                       force=force)
+    """Starts an async save of `state` at `step` (with its digests) and writes this host's reader
+    position; CheckpointWriteError when the checkpoint cannot be written."""
+    self.wait()  # a failed earlier save is reported before a new one starts
+    try:
+      self._probe()
+      if save_position is not None:
+        save_position(os.path.join(self.positions, str(step)))
+      if self._model_config is not None and jax.process_index() == 0:
+        write_model_config(self.workdir, self._model_config)
+      self._model_config = None  # written once
+      args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)})
+      self._pending_step = step
+      self._manager.save(step, args=args, force=force,
+                         custom_metadata={digests.DIGEST_KEY: digests.of_tree(state, _path_names)})
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(step, e) from e
     self._prune_positions()
+
+  def _probe(self) -> None:
+    """Creates and removes a directory where orbax will create the step's (through its own path
+    layer, etils.epath): raises the OSError that orbax would meet in a background thread."""
+    probe = epath.Path(self.directory) / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe.mkdir(parents=True)
+    probe.rmdir()
+
+  def _write_error(self, step: int, error: Exception) -> CheckpointWriteError:
+    self._failed = True
+    kept = [s for s in self._manager.all_steps() if s != step]
+    last = f"the last checkpoint saved, step {max(kept)}, is kept" if kept else "no step was saved"
+    return CheckpointWriteError(f"cannot write checkpoint step {step} in {self.directory} "
+                                f"({type(error).__name__}: {error}); stopping: {last}")
 
   def _prune_positions(self) -> None:
     """Deletes reader positions older than the oldest checkpoint kept."""
@@ -162,17 +201,26 @@ class Checkpointer:
         tf.io.gfile.rmtree(os.path.join(self.positions, name))
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the pending save; CheckpointWriteError when it failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(self._pending_step, e) from e
 
-  def restore_latest(self, abstract_state: Any) -> Optional[tuple[int, Any, Optional[str]]]:
+  def restore_latest(self, abstract_state: Any,
+                     check_position: Optional[Callable[[str], None]] = None
+                     ) -> Optional[tuple[int, Any, Optional[str]]]:
     """(step, state, reader-position directory or None) of the newest restorable checkpoint.
 
     None if there are no checkpoints. Raises ValueError if the newest readable step does not match
-    `abstract_state` (config changed) and RuntimeError if every step was corrupt.
+    `abstract_state` (config changed) and RuntimeError if every step was corrupt. A step whose
+    arrays differ from their digests is corrupt, and so is one whose reader position
+    `check_position(directory)` raises for (on any process: every process falls back alike).
     """
     def read(step):
       try:
-        stored = self._manager.metadata(step).item_metadata[STATE_ITEM]
+        metadata = self._manager.metadata(step)
+        stored = metadata.item_metadata[STATE_ITEM]
         if stored is None:
           raise ValueError(f"no metadata for item {STATE_ITEM!r}")
       except Exception as e:  # pylint: disable=broad-except
@@ -181,9 +229,13 @@ class Checkpointer:
       self._check_fits(step, stored, abstract_state)
       try:
         args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)})
-        return self._manager.restore(step, args=args)[STATE_ITEM]
+        state = self._manager.restore(step, args=args)[STATE_ITEM]
       except Exception as e:  # pylint: disable=broad-except
         raise Unreadable(f"it cannot be restored ({type(e).__name__}: {e})") from e
+      verify_digests(state, metadata.custom_metadata, step)
+      if check_position is not None:
+        self._check_position(step, check_position)
+      return state
 
     found = newest_readable(
         self.directory, list(self._manager.all_steps()), read, on_skip=self._set_aside,
@@ -194,6 +246,21 @@ class Checkpointer:
     step, state = found
     position = os.path.join(self.positions, str(step))
     return step, state, position if tf.io.gfile.isdir(position) else None
+
+  def _check_position(self, step: int, check: Callable[[str], None]) -> None:
+    position = os.path.join(self.positions, str(step))
+    why = ""
+    if tf.io.gfile.isdir(position):  # a step without positions restarts the readers (the job's)
+      try:
+        check(position)
+      except Exception as e:  # pylint: disable=broad-except
+        why = f"{type(e).__name__}: {e}"
+    damaged = bool(why)
+    if jax.process_count() > 1:  # one host's damaged position is every host's fallback
+      damaged = bool(np.asarray(multihost_utils.process_allgather(np.array([damaged]))).any())
+    if damaged:
+      why = why or "on another process"
+      raise Unreadable(f"its data position in {position} cannot be read ({why})")
 
   def _check_fits(self, step: int, stored: Any, abstract_state: Any) -> None:
     differences = tree_differences(stored, abstract_state)
@@ -224,16 +291,52 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the pending save and releases orbax (CheckpointWriteError when that save failed,
+    unless a failed save was reported already: the run is stopping for it)."""
+    reported = self._failed
+    try:
+      self.wait()
+    except CheckpointWriteError:
+      if not reported:
+        raise
+    finally:
+      self._manager.close()
+
+
+def verify_digests(state: Any, custom_metadata: Optional[Mapping[str, Any]], step: int) -> None:
+  """Raises Unreadable when arrays of `state` (a train state, or {"params": ...} of one) differ
+  from the digests saved with step `step`; a step saved before digests existed is not checked."""
+  saved = (custom_metadata or {}).get(digests.DIGEST_KEY)
+  if not saved:
+    logging.warning("checkpoint step %d has no array digests (saved by an older version): its "
+                    "arrays are not verified", step)
+    return
+  damaged = digests.mismatches(state, saved, _path_names)
+  if damaged:
+    raise Unreadable(f"{len(damaged)} array(s) differ from the digests written at save, its data "
+                     f"is damaged: {damaged[:_SHOWN_DIFFERENCES]}")
 
 
 def read_step_params(workdir: str) -> Optional[tuple[int, Any]]:
   """(step, params) of the newest readable train state in `workdir`'s checkpoints/, by the
-  fallback rule (nothing is moved: the workdir may be another run's); None without steps."""
+  fallback rule, with their digests verified (nothing is moved: the workdir may be another
+  run's); None without steps."""
   directory = os.path.join(fileio.absolute(workdir), CHECKPOINTS_DIR)
-  read = lambda step: restore_tree(os.path.join(directory, str(step), STATE_ITEM))["params"]
-  return newest_readable(directory, step_numbers(directory), read)
+  steps = step_numbers(directory)
+  if not steps:
+    return None
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler()})
+
+  def read(step):
+    params = restore_tree(os.path.join(directory, str(step), STATE_ITEM))["params"]
+    verify_digests({"params": params}, manager.metadata(step).custom_metadata, step)
+    return params
+
+  try:
+    return newest_readable(directory, steps, read)
+  finally:
+    manager.close()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@
 4. Save every `training.checkpoint_every_steps`, at the last step and on SIGTERM/SIGINT (finish the
    step, save, stop), with the data position beside each checkpoint (`hooks.save_position`).
    Saves come before evaluations: an evaluation that fails must not cost the step's checkpoint.
+   A save that cannot be written stops the run (checkpoints.CheckpointWriteError), the last
+   checkpoint written intact.
 5. Evaluate every `training.eval_every_steps` and at the last step (`hooks.evaluate`), write the
    values and call `hooks.after_evaluation` (fine-tuning keeps its best parameters there). A run
    resumed at its last step whose last evaluation is missing evaluates then.
@@ -89,6 +91,9 @@ class Hooks:
   after_evaluation(step, values, extra, params): called after each evaluation was logged (e.g. to
       keep the best parameters).
   save_position(directory): writes this process's data position beside a checkpoint.
+  check_position(directory): raises when the data position saved in `directory` cannot be read
+      (e.g. a truncated file); the step is then treated as a damaged checkpoint (the fallback rule
+      takes the previous one). None: positions are not checked.
   restored(step, position directory or None) -> the step of the latest evaluation the job kept up to
       `step` (None: none): called once a checkpoint was restored, before any batch is read.
   warm_start(params) -> params: for a run that starts fresh (no checkpoint); None: keep the
@@ -101,6 +106,7 @@ class Hooks:
   evaluate: Optional[Callable[[Any], tuple[dict[str, float], Any]]] = None
   after_evaluation: Optional[Callable[[int, dict[str, float], Any, Any], None]] = None
   save_position: Optional[Callable[[str], None]] = None
+  check_position: Optional[Callable[[str], None]] = None
   restored: Callable[[int, Optional[str]], Optional[int]] = _no_evaluation_kept
   warm_start: Optional[Callable[[Any], Any]] = None
   checkpoint_at_evaluations: bool = False
@@ -122,7 +128,7 @@ class Result:
 def _restore_or_initialize(job: Job, hooks: Hooks, ckpt: checkpoints.Checkpointer):
   """(state, state shardings, step, step of the last evaluation kept)."""
   state, shardings = job.create_state()
-  restored = ckpt.restore_latest(state)
+  restored = ckpt.restore_latest(state, hooks.check_position)
   if restored is not None:
     step, state, position = restored
     last_eval = hooks.restored(step, position)

@@ -4,7 +4,7 @@
 
 What is pretraining's own: the masked-LM + sentence-order objective and its batches (official
 feature names), the per-host tf.data readers whose positions are saved beside every checkpoint
-(exact resume), the held-out evaluation over `data.eval_files` and the warm start from
+(exact resume; a position that cannot be read makes its checkpoint fall back to the previous one), the held-out evaluation over `data.eval_files` and the warm start from
 `init_from`. Restore, compilation, logging, saves, signals and the non-finite stop are the loop's.
 """
 
@@ -190,6 +190,25 @@ def _save_position(train_iter, settings: dict[str, Any], directory: str) -> None
     fileio.write_json(os.path.join(directory, _READERS_FILE), settings)
 
 
+def check_position(directory: str) -> None:
+  """Raises (naming the file) when this process's reader position in `directory`, or the readers
+  file beside it, cannot be read: the loop then falls back to the previous checkpoint."""
+  path = pipeline.position_path(directory, jax.process_index())
+  settings = os.path.join(directory, _READERS_FILE)
+  try:
+    if fileio.exists(settings):
+      fileio.read_json(settings)
+    # Every tensor is read as the iterator's restore reads it (RestoreV2, which checks the
+    # bundle's checksums): a truncated or damaged file fails here, not in that restore.
+    dtypes = tf.train.load_checkpoint(path).get_variable_to_dtype_map()
+    names = sorted(dtypes)
+    tf.raw_ops.RestoreV2(prefix=path, tensor_names=names, shape_and_slices=[""] * len(names),
+                         dtypes=[dtypes[n] for n in names])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"reader position {path} (or {settings}) cannot be read: "
+                     f"{type(e).__name__}: {e}") from e
+
+
 def _changed_reader_settings(directory: str, settings: dict[str, Any]) -> list[str]:
   """The settings that differ from those the positions in `directory` were saved with (an older
   checkpoint records only process_count; one without the file records nothing)."""
@@ -228,7 +247,7 @@ def _hooks(config: ml_collections.ConfigDict, job: job_lib.Job) -> loop.Hooks:
   return loop.Hooks(
       batch=lambda step: partitioning.global_batch(next(train_iter), job.mesh),
       evaluate=eval_fn, save_position=lambda d: _save_position(train_iter, readers, d),
-      restored=restored, warm_start=warm)
+      check_position=check_position, restored=restored, warm_start=warm)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
