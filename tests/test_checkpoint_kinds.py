@@ -181,6 +181,29 @@ def test_convert_exports_every_kind(made, kind, tmp_path, capsys):
   assert_same_params(own, params)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_generate_and_score_on_every_kind(made, kind, spm_model, capsys):
+  """The masked LM's modes read every kind; the output is that of the API on the same model (a
+  fine-tuned classifier has no MLM head: one line naming it)."""
+  from albert_jax.inference import generate, score  # pylint: disable=g-import-not-at-top
+  from albert_jax.inference.mlm import MaskedLM  # pylint: disable=g-import-not-at-top
+  path = str(made[kind][0])
+  common = [f"--checkpoint={path}", f"--spm_model={spm_model}", "--format=jsonl"]
+  text = "the function returns a new list ."
+  capsys.readouterr()
+  code = predict.main(["score", text, *common])
+  out, err = capsys.readouterr()
+  if kind == "finetuning_workdir":
+    assert code == 2 and "fine-tuned for glue (no MLM head)" in err and len(err.splitlines()) == 1
+    return
+  lm = MaskedLM.from_loaded(loading.load(path, spm_model=spm_model))
+  assert code == 0 and json.loads(out)["pll"] == pytest.approx(score.score(lm, [text])[0].pll)
+  code = predict.main(["generate", "the [MASK*2] returns a new list .", "--greedy", *common])
+  want = generate.infill(lm, ["the [MASK*2] returns a new list ."],
+                         generate.DecodeSettings(greedy=True))[0]
+  assert code == 0 and json.loads(capsys.readouterr().out)["text"] == want.text
+
+
 def test_predict_fill_mask_on_a_pretraining_workdir_needs_no_config(made, spm_model, capsys):
   path = made["pretraining_workdir"][0]
   code = predict.main(["fill-mask", "the [MASK] returns a new list .", f"--checkpoint={path}",

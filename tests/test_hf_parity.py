@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from albert_jax.interop import convert
+from albert_jax.interop import names
 from albert_jax.model import modeling  # noqa: E402
 
 ATOL = 1e-5
@@ -289,7 +290,7 @@ def test_config_defaults_are_the_sources_own():
   # An empty config.json means transformers' AlbertConfig() (the xxlarge shape), field by field.
   ours = convert.config_from_hf({})
   ref = transformers.AlbertConfig()
-  for field in convert._COMMON_FIELDS + ("layer_norm_eps", "classifier_dropout_prob"):
+  for field in names.CONFIG_FIELDS + ("layer_norm_eps", "classifier_dropout_prob"):
     assert getattr(ours, field) == getattr(ref, field), field
   assert ref.hidden_act == "gelu_new" and ours.hidden_act == "gelu"  # the same tanh GELU
   # The official AlbertConfig (google-research/albert modeling.py, written out): xxlarge, "gelu".

@@ -14,6 +14,13 @@ from typing import Iterator, Optional
 
 from albert_jax.model.config import ModelConfig, hf_layer_group
 
+# The ModelConfig fields that an HF config.json and an official albert_config.json both carry,
+# under the same names.
+CONFIG_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                 "num_hidden_groups", "num_attention_heads", "intermediate_size",
+                 "inner_group_num", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                 "max_position_embeddings", "type_vocab_size", "initializer_range")
+
 # (path inside one of our `albert_layers_{n}` sub-trees, HF suffix after `albert_layers.{n}.`).
 _LAYER_LEAVES = tuple(
     [((("attention", m, "kernel")), f"attention.{m}.weight") for m in ("query", "key", "value",
