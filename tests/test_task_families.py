@@ -20,8 +20,9 @@ def test_families_are_found_by_their_module_name():
 
 
 def test_predict_modes_come_from_the_families():
-  assert predict.MODES == {"fill-mask": None, "classify": "glue", "qa": "squad", "tag": "tagging",
-                           "choice": "race"}
+  # The masked-LM modes (fill-mask, generate, score) need no task family.
+  assert predict.MODES == {"fill-mask": None, "generate": None, "score": None, "classify": "glue",
+                           "qa": "squad", "tag": "tagging", "choice": "race"}
 
 
 @pytest.mark.parametrize("task, shape, head, label", [
