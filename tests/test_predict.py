@@ -318,6 +318,31 @@ def test_classify_reads_a_task_json_from_before_the_data_section(capsys, rte, tm
   assert jsonl(outputs[1][1]) == jsonl(outputs[0][1])
 
 
+def test_text_preprocessing_from_the_run_or_the_flag(capsys, rte, tmp_path):
+  """The tokenizer normalizes text as the checkpoint's run did (data.preprocessing), unless
+  --preprocessing says otherwise; "huggingface" reads `` and '' as "."""
+  assert predict.load(str(rte / "best")).tokenizer.preprocessing == "official"
+  hf_run = tmp_path / "best"
+  shutil.copytree(rte / "best", hf_run)
+  saved = json.loads((hf_run / "task.json").read_text())
+  saved["data"]["preprocessing"] = "huggingface"
+  (hf_run / "task.json").write_text(json.dumps(saved))
+  assert predict.load(str(hf_run)).tokenizer.preprocessing == "huggingface"
+  assert predict.load(str(hf_run), text_options={"preprocessing": "official"}
+                      ).tokenizer.preprocessing == "official"
+  latex, plain = "he said ``great'' .", 'he said "great" .'
+  _, hf_out, _ = run(capsys, "classify", "--checkpoint", rte / "best", latex, plain,
+                     "--preprocessing", "huggingface", "--format", "jsonl")
+  probabilities = lambda out: [r["probabilities"] for r in jsonl(out)]
+  assert probabilities(hf_out)[0] == probabilities(hf_out)[1]
+  _, recorded_out, _ = run(capsys, "classify", "--checkpoint", hf_run, latex, plain,
+                           "--format", "jsonl")
+  assert probabilities(recorded_out) == probabilities(hf_out)
+  _, official_out, _ = run(capsys, "classify", "--checkpoint", rte / "best", latex, plain,
+                           "--format", "jsonl")
+  assert probabilities(official_out)[0] != probabilities(official_out)[1]  # other pieces
+
+
 def test_tag_matches_the_fine_tuning_predictions(capsys, ner, tmp_path):
   blocks = (ner / "outputs" / "dev_predictions.conll").read_text().strip().split("\n\n")
   sentences = [[line.split() for line in block.splitlines()] for block in blocks]

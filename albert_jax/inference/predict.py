@@ -306,6 +306,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   string("spm_model", "SentencePiece model (else found as the module docstring says)")
   string("albert_config", "albert_config.json (TF checkpoints)")
   flags.DEFINE_bool("cased", False, "do not lower-case (cased models)", flag_values=flag_values)
+  flags.DEFINE_enum("preprocessing", None, list(tokenization.PREPROCESSING), "text "
+                    "normalization (default: the checkpoint run's data.preprocessing, else "
+                    "official; huggingface: also `` and '' -> \" as HF's AlbertTokenizer)",
+                    flag_values=flag_values)
   flags.DEFINE_integer("batch_size", 32, "examples per batch (score: masked copies)",
                        flag_values=flag_values)
   flags.DEFINE_integer("top_k", None, "fill-mask: candidates per mask (default 5); generate: "
@@ -338,6 +342,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> types.SimpleNamespace:
                                texts=positional[1:])
 
 
+def text_overrides(args: types.SimpleNamespace) -> dict:
+  """The tokenizer options the flags set (the others come from the checkpoint's run)."""
+  return {**({"do_lower_case": False} if args.cased else {}),
+          **({"preprocessing": args.preprocessing} if args.preprocessing else {})}
+
+
 @command_line.boundary
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
@@ -346,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               for where, line in read_inputs(args.texts, args.input)]
   config = load_config_file(args.config, args.set) if args.config else None
   loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
-                albert_config=args.albert_config, do_lower_case=False if args.cased else None)
+                albert_config=args.albert_config, text_options=text_overrides(args))
   summary = None
   if args.mode == "fill-mask":
     top_k = 5 if args.top_k is None else args.top_k
