@@ -72,6 +72,8 @@ CONFIG_CASES = {
                        ["--config.training.global_batch_size=abc"]),
     "bad field value": (["--config=configs/pretrain.py:size=tiny"],
                         ["'data.max_seq_length'", "max_position_embeddings"]),
+    "bad text preprocessing": ([*TINY, "--config.data.preprocessing=hf"],
+                               ["'data.preprocessing'='hf'", "'official', 'huggingface'"]),
     "bad task choice": (["--config=configs/finetune_glue.py:task=nope"], ["task='nope'", "mnli"]),
 }
 
