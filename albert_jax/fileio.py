@@ -4,6 +4,8 @@ Runs on TPU pods keep their workdir, and often their data, in a bucket, where bu
 `os.path`, `os.replace` and friends do not work. Fine-tuning reads and writes its files through
 these helpers (pretraining's checkpoints.py and metrics.py use tf.io.gfile the same way).
 
+Reads and tests of local paths use the os module directly (the same answers without importing
+TensorFlow, which takes seconds: a command line checking its input should not wait for it).
 Local paths are made absolute so that a run's files record where they are; URIs are left alone
 (`os.path.abspath("gs://b/x")` would give "<cwd>/gs:/b/x"). Writes go to a temporary name that is
 then renamed over the target, so a reader (or a resumed run) never sees half a file.
@@ -35,15 +37,15 @@ def absolute(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return _gfile().exists(path)
+  return _gfile().exists(path) if is_uri(path) else os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
-  return _gfile().isdir(path)
+  return _gfile().isdir(path) if is_uri(path) else os.path.isdir(path)
 
 
 def isfile(path: str) -> bool:
-  return _gfile().exists(path) and not _gfile().isdir(path)
+  return exists(path) and not isdir(path)
 
 
 def makedirs(path: str) -> None:
@@ -63,7 +65,7 @@ def glob(pattern: str) -> list[str]:
 
 
 def read_bytes(path: str) -> bytes:
-  with _gfile().GFile(path, "rb") as f:
+  with (_gfile().GFile(path, "rb") if is_uri(path) else open(path, "rb")) as f:
     return f.read()
 
 

@@ -41,6 +41,8 @@ def finetune_config(size="base", version=2, max_seq_length=512):
   c.data.spm_model = ""         # the checkpoint's SentencePiece model (e.g. 30k-clean.model)
   c.data.spm_corpus = ""        # train a SentencePiece model on these files if spm_model is ""
   c.data.do_lower_case = True   # lower-case before SentencePiece (the uncased official models)
+  c.data.keep_accents = False   # the official models strip accents
+  c.data.preprocessing = "official"  # huggingface: also `` and '' -> " (HF-tokenized models)
   c.data.max_seq_length = max_seq_length  # pieces per model input, [CLS] and [SEP]s included
   c.training = ml_collections.ConfigDict()
   c.training.global_batch_size = 32

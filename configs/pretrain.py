@@ -49,6 +49,10 @@ def get_config(arg=None):
   c.data.dupe_factor = 40
   c.data.num_workers = 1
   c.data.random_next_sentence = False  # create NSP instead of SOP data (Table 5's NSP row)
+  # Text normalization before SentencePiece (vocabulary and records alike):
+  c.data.do_lower_case = True
+  c.data.keep_accents = False
+  c.data.preprocessing = "official"  # official | huggingface (also `` and '' -> ")
 
   c.training = ml_collections.ConfigDict()
   c.training.global_batch_size = 4096

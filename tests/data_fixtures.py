@@ -38,7 +38,7 @@ def make_records(out_dir: pathlib.Path, corpus_files: list[str], spm_model: str,
   from albert_jax.data import create_pretraining_data as cpd
   from albert_jax.data import pretraining_data, sources
   settings = cpd.Settings(
-      spm_model=spm_model, do_lower_case=True, keep_accents=False,
+      spm_model=spm_model, do_lower_case=True, keep_accents=False, preprocessing="official",
       instance=pretraining_data.InstanceConfig(max_seq_length=instance.pop("max_seq_length", SEQ_LEN),
                                                **instance),
       masking=masking, masked_lm_prob=0.15, max_predictions_per_seq=MAX_PREDICTIONS, ngram=3,

@@ -72,6 +72,8 @@ CONFIG_CASES = {
                        ["--config.training.global_batch_size=abc"]),
     "bad field value": (["--config=configs/pretrain.py:size=tiny"],
                         ["'data.max_seq_length'", "max_position_embeddings"]),
+    "bad text preprocessing": ([*TINY, "--config.data.preprocessing=hf"],
+                               ["'data.preprocessing'='hf'", "'official', 'huggingface'"]),
     "bad task choice": (["--config=configs/finetune_glue.py:task=nope"], ["task='nope'", "mnli"]),
 }
 
@@ -302,6 +304,24 @@ def test_predict_input_errors(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     fails(predict.main, argv, capsys, *culprits)
   monkeypatch.setattr(sys, "stdin", io.StringIO("caf\udce9 [MASK]\n"))  # surrogateescape'd
   fails(predict.main, ["fill-mask", ckpt, "--input=-"], capsys, "stdin", "UTF-8")
+
+
+def test_predict_checks_its_input_before_loading_the_model_libraries(tmp_path):
+  """Bad input and flags fail before jax and TensorFlow are imported (seconds of imports)."""
+  (tmp_path / "blank.txt").write_text("\n")
+  script = ("import sys\nfrom albert_jax.inference import predict\n"
+            "try:\n  rc = predict.main(sys.argv[1:])\nexcept SystemExit as e:\n  rc = e.code\n"
+            "print(rc, sorted(m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules))")
+  for argv, culprit in [
+      (["fill-mask", f"--checkpoint={tmp_path}", f"--input={tmp_path / 'blank.txt'}"], "blank.txt"),
+      (["generate", f"--checkpoint={tmp_path}", "--max_new_pieces=-1", "x"], "--max_new_pieces"),
+      (["classify", f"--checkpoint={tmp_path}", "{broken"], "argument 1"),
+      (["score", f"--checkpoint={tmp_path}", "--preprocessing=xlnet", "x"], "--preprocessing"),
+  ]:
+    proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "[]"], (argv, proc.stdout, proc.stderr[-2000:])
+    assert_one_line(proc.stderr, culprit)
 
 
 def test_metrics_and_json_readers(tmp_path, capsys):

@@ -94,6 +94,21 @@ def test_masking_mode_and_vocabulary_changes_recreate(tmp_path, config, capsys):
   assert tokenization.load_sentencepiece(prepared.data.spm_model).get_piece_size() == 400
 
 
+def test_text_preprocessing_reaches_the_vocabulary_and_the_records(tmp_path, config, capsys):
+  demo_data.prepare(config, str(tmp_path))
+  capsys.readouterr()
+  config.data.preprocessing = "huggingface"
+  demo_data.prepare(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "recreating the SentencePiece model" in out
+  assert "data.preprocessing 'official' -> 'huggingface'" in out
+  summary = json.loads((tmp_path / "data" / "train" / "summary.json").read_text())
+  assert summary["settings"]["preprocessing"] == "huggingface"
+  config.data.preprocessing = "xlnet"
+  with pytest.raises(ValueError, match=r"config field 'data.preprocessing'='xlnet': allowed"):
+    demo_data.prepare(config, str(tmp_path))
+
+
 def test_data_without_a_settings_record_is_recreated(tmp_path, config, capsys):
   """Data made before the records were kept (or a run stopped before writing one) is remade."""
   demo_data.prepare(config, str(tmp_path))

@@ -18,7 +18,7 @@ import pytest
 
 from albert_jax.interop import convert
 from albert_jax.train import finetune
-from albert_jax.inference import generate, predict, score
+from albert_jax.inference import generate, loading, predict, score
 from albert_jax.inference.mlm import MaskedLM, join_pieces
 from albert_jax.train import pretrain
 
@@ -60,7 +60,7 @@ def pretrained(tmp_path_factory, static_records, spm_model):
   config_file = root / "tiny.py"
   config_file.write_text("from tests.trainer_fixtures import tiny_config\n\n\n"
                          "def get_config(arg=None):\n  return tiny_config()\n")
-  loaded = predict.load(str(root / "workdir"), config=predict.load_config_file(str(config_file)),
+  loaded = loading.load(str(root / "workdir"), config=loading.load_config_file(str(config_file)),
                         spm_model=spm_model)
   convert.save_checkpoint(loaded.model_config, loaded.params, str(root / "checkpoint"))
   convert.save_hf(loaded.model_config, loaded.params, str(root / "hf"))
@@ -154,7 +154,7 @@ def test_generate_infills_and_continues_as_the_api_does(capsys, pretrained, spm_
   assert code == 0, err
   results = jsonl(out)
   assert [r["input"] for r in results] == [{"text": INFILL}, CONTINUE]
-  lm = MaskedLM.from_loaded(predict.load(str(pretrained["checkpoint"]), spm_model=spm_model))
+  lm = MaskedLM.from_loaded(loading.load(str(pretrained["checkpoint"]), spm_model=spm_model))
   expected = generate.infill(lm, [INFILL, "the function [MASK*4] ."],
                              generate.DecodeSettings(seed=3, iterations=3, top_k=50))
   assert [{k: v for k, v in r.items() if k != "input"} for r in results] == [
@@ -208,7 +208,7 @@ def test_score_per_piece_and_corpus_pseudo_perplexity(capsys, pretrained, spm_mo
     assert code == 0, (kind, err)
     outputs[kind] = (jsonl(out), err)
   results, err = outputs["checkpoint"]
-  lm = MaskedLM.from_loaded(predict.load(str(pretrained["checkpoint"]), spm_model=spm_model))
+  lm = MaskedLM.from_loaded(loading.load(str(pretrained["checkpoint"]), spm_model=spm_model))
   expected = score.score(lm, texts, batch_size=4)
   assert [r["input"] for r in results] == [{"text": t} for t in texts]
   for r, e in zip(results, expected):
@@ -316,6 +316,31 @@ def test_classify_reads_a_task_json_from_before_the_data_section(capsys, rte, tm
              for path in (rte / "best", old)]
   assert outputs[0][0] == outputs[1][0] == 0
   assert jsonl(outputs[1][1]) == jsonl(outputs[0][1])
+
+
+def test_text_preprocessing_from_the_run_or_the_flag(capsys, rte, tmp_path):
+  """The tokenizer normalizes text as the checkpoint's run did (data.preprocessing), unless
+  --preprocessing says otherwise; "huggingface" reads `` and '' as "."""
+  assert loading.load(str(rte / "best")).tokenizer.preprocessing == "official"
+  hf_run = tmp_path / "best"
+  shutil.copytree(rte / "best", hf_run)
+  saved = json.loads((hf_run / "task.json").read_text())
+  saved["data"]["preprocessing"] = "huggingface"
+  (hf_run / "task.json").write_text(json.dumps(saved))
+  assert loading.load(str(hf_run)).tokenizer.preprocessing == "huggingface"
+  assert loading.load(str(hf_run), text_options={"preprocessing": "official"}
+                      ).tokenizer.preprocessing == "official"
+  latex, plain = "he said ``great'' .", 'he said "great" .'
+  _, hf_out, _ = run(capsys, "classify", "--checkpoint", rte / "best", latex, plain,
+                     "--preprocessing", "huggingface", "--format", "jsonl")
+  probabilities = lambda out: [r["probabilities"] for r in jsonl(out)]
+  assert probabilities(hf_out)[0] == probabilities(hf_out)[1]
+  _, recorded_out, _ = run(capsys, "classify", "--checkpoint", hf_run, latex, plain,
+                           "--format", "jsonl")
+  assert probabilities(recorded_out) == probabilities(hf_out)
+  _, official_out, _ = run(capsys, "classify", "--checkpoint", rte / "best", latex, plain,
+                           "--format", "jsonl")
+  assert probabilities(official_out)[0] != probabilities(official_out)[1]  # other pieces
 
 
 def test_tag_matches_the_fine_tuning_predictions(capsys, ner, tmp_path):

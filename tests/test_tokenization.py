@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import unicodedata
 
 import pytest
 
@@ -28,6 +29,50 @@ DIGIT_COMMA_STRINGS = ["Released in 3.0, then 1990, and 12,345 copies", "x1, y2,
 @pytest.fixture(scope="module")
 def tokenizer(spm_model):
   return tokenization.SentencePieceTokenizer(spm_model)
+
+
+@pytest.fixture(scope="module")
+def hf_style(spm_model):
+  """Our tokenizer with preprocessing="huggingface"."""
+  return tokenization.SentencePieceTokenizer(spm_model, preprocessing="huggingface")
+
+
+def _official_preprocess_text(inputs, lower):
+  """google-research/albert `tokenization.preprocess_text(inputs, remove_space=True, lower)` under
+  Python 3 (its only normalization: no quote replacement, accents always stripped)."""
+  outputs = " ".join(inputs.strip().split())
+  outputs = unicodedata.normalize("NFKD", outputs)
+  outputs = "".join([c for c in outputs if not unicodedata.combining(c)])
+  return outputs.lower() if lower else outputs
+
+
+def _hf_slow_pieces(sp, inputs, do_lower_case=True, keep_accents=False):
+  """transformers' sentencepiece `AlbertTokenizer` (up to 4.x): `preprocess_text`, then `_tokenize`
+  with the digit+comma re-split as XLNet wrote it."""
+  outputs = " ".join(inputs.strip().split())
+  outputs = outputs.replace("``", '"').replace("''", '"')
+  if not keep_accents:
+    outputs = unicodedata.normalize("NFKD", outputs)
+    outputs = "".join([c for c in outputs if not unicodedata.combining(c)])
+  if do_lower_case:
+    outputs = outputs.lower()
+  new_pieces = []
+  for piece in sp.encode(outputs, out_type=str):
+    if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+      cur_pieces = sp.encode(piece[:-1].replace("\u2581", ""), out_type=str)
+      if piece[0] != "\u2581" and cur_pieces[0][0] == "\u2581":
+        if len(cur_pieces[0]) == 1:
+          cur_pieces = cur_pieces[1:]
+        else:
+          cur_pieces[0] = cur_pieces[0][1:]
+      cur_pieces.append(piece[-1])
+      new_pieces.extend(cur_pieces)
+    else:
+      new_pieces.append(piece)
+  return new_pieces
+
+
+ALL_STRINGS = PARITY_STRINGS + QUOTE_STRINGS + DIGIT_COMMA_STRINGS
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +131,10 @@ def _has_digit_comma_piece(pieces):
   return any(len(p) > 1 and p[-1] == "," and p[-2].isdigit() for p in pieces)
 
 
-def test_digit_comma_resplit_is_the_only_difference(tokenizer, hf_tokenizer):
+@pytest.mark.parametrize("preprocessing", tokenization.PREPROCESSING)
+def test_digit_comma_resplit_is_the_only_difference(spm_model, hf_tokenizer, preprocessing):
+  """Against transformers v5 (no re-split), with either preprocessing."""
+  tokenizer = tokenization.SentencePieceTokenizer(spm_model, preprocessing=preprocessing)
   triggered = 0
   for text in DIGIT_COMMA_STRINGS:
     ours = tokenizer.tokenize(text)
@@ -105,16 +153,79 @@ def test_digit_comma_resplit_is_the_only_difference(tokenizer, hf_tokenizer):
 
 
 @pytest.mark.parametrize("text", QUOTE_STRINGS)
-def test_latex_quotes_are_kept_where_hf_replaces_them(tokenizer, hf_tokenizer, text):
+def test_latex_quotes_are_kept_where_hf_replaces_them(tokenizer, hf_style, hf_tokenizer, text):
   assert "``" in tokenizer.preprocess(text) and "''" in tokenizer.preprocess(text)
   assert tokenizer.encode(text) == tokenizer.sp.encode(tokenizer.preprocess(text))
   hf_ids = hf_tokenizer.encode(text, add_special_tokens=False)
   assert hf_ids == tokenizer.sp.encode(tokenizer.preprocess(
       text.replace("``", '"').replace("\'\'", '"')))
   assert tokenizer.encode(text) != hf_ids
+  assert hf_style.encode(text) == hf_ids and '"' in hf_style.preprocess(text)
 
 
-@pytest.mark.parametrize("text", PARITY_STRINGS + QUOTE_STRINGS + DIGIT_COMMA_STRINGS)
+@pytest.mark.parametrize("text", ALL_STRINGS)
+def test_official_preprocessing_is_the_official_code(tokenizer, text):
+  """Against google-research/albert `preprocess_text` + `encode_pieces` (Python 3) on quotes,
+  accents, digits with commas, CJK and whitespace: the same pieces, except that the official code
+  adds a "▁" inside a word ending in "<digit>," (the module docstring's intended difference)."""
+  pre = _official_preprocess_text(text, lower=True)
+  assert tokenizer.preprocess(text) == pre
+  raw = tokenizer.sp.encode(pre, out_type=str)
+  official = _official_python3_pieces(tokenizer.sp, raw)
+  in_word = sum(_has_digit_comma_piece([p]) and not p.startswith("\u2581") for p in raw)
+  if in_word:  # the same text, with one "▁" fewer per such piece
+    ours = "".join(tokenizer.tokenize(text))
+    assert ours.replace("\u2581", "") == "".join(official).replace("\u2581", "")
+    assert "".join(official).count("\u2581") - ours.count("\u2581") == in_word
+  else:
+    assert tokenizer.tokenize(text) == official
+
+
+@pytest.mark.parametrize("text", ALL_STRINGS)
+@pytest.mark.parametrize("cased", [False, True])
+def test_huggingface_preprocessing_is_the_hf_sentencepiece_tokenizer(spm_model, text, cased):
+  """preprocessing="huggingface" gives exactly the pieces of transformers' sentencepiece
+  AlbertTokenizer (4.x), with its do_lower_case / keep_accents options."""
+  ours = tokenization.SentencePieceTokenizer(spm_model, preprocessing="huggingface",
+                                             do_lower_case=not cased, keep_accents=cased)
+  assert ours.tokenize(text) == _hf_slow_pieces(ours.sp, text, do_lower_case=not cased,
+                                                keep_accents=cased)
+
+
+@pytest.mark.parametrize("text", PARITY_STRINGS + QUOTE_STRINGS)
+def test_huggingface_preprocessing_ids_equal_transformers_v5(hf_style, hf_tokenizer, text):
+  assert hf_style.encode(text) == hf_tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_preprocessing_choice_is_checked(spm_model, tmp_path, corpus_files):
+  with pytest.raises(ValueError, match=r"preprocessing='hf': allowed: \['official', 'huggingface'\]"):
+    tokenization.SentencePieceTokenizer(spm_model, preprocessing="hf")
+  with pytest.raises(ValueError, match=r"config field 'data.preprocessing'='xlnet': allowed"):
+    tokenization.text_options({"preprocessing": "xlnet"})
+  assert tokenization.text_options({}) == {"do_lower_case": True, "keep_accents": False,
+                                           "preprocessing": "official"}
+  with pytest.raises(SystemExit):  # absl's enum: one usage line naming the flag
+    tokenization.main(["train", f"--input={corpus_files[0]}", f"--output={tmp_path / 'm'}",
+                       "--preprocessing=hf"])
+  assert not list(tmp_path.iterdir())
+
+
+def test_vocabulary_trained_with_the_chosen_preprocessing(tmp_path, corpus_files):
+  """The trainer sees the text as the tokenizer will: with "huggingface" the backquote, which
+  appears only in `` here, is no character of the vocabulary."""
+  corpus = tmp_path / "quotes.txt"
+  text = open(corpus_files[0], encoding="utf-8").read().replace("`", "")
+  corpus.write_text(text + "".join(f"he said ``word{i % 7}'' today\n" for i in range(100)))
+  def pieces(preprocessing):
+    assert tokenization.main(["train", f"--input={corpus}", f"--output={tmp_path / preprocessing}",
+                              "--vocab_size=300", f"--preprocessing={preprocessing}"]) == 0
+    tok = tokenization.SentencePieceTokenizer(str(tmp_path / f"{preprocessing}.model"))
+    return tok.convert_ids_to_tokens(range(tok.vocab_size))
+  assert any("`" in p for p in pieces("official"))
+  assert not any("`" in p for p in pieces("huggingface"))
+
+
+@pytest.mark.parametrize("text", ALL_STRINGS)
 def test_ids_equal_raw_sentencepiece_after_preprocessing(tokenizer, text):
   pre = tokenizer.preprocess(text)
   raw = tokenizer.sp.encode(pre, out_type=str)

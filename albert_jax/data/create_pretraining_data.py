@@ -56,6 +56,7 @@ class Settings:
   spm_model: str
   do_lower_case: bool
   keep_accents: bool
+  preprocessing: str
   instance: pretraining_data.InstanceConfig
   masking: str  # "static": masks in the records; "none": token-only records (dynamic masking)
   masked_lm_prob: float
@@ -102,7 +103,8 @@ def _init_worker(settings: Settings, out_dir: str, units: list[sources.WorkUnit]
   """Prepares this process to run `process_unit`; `next_unit` is the shared counter that
   `_process_next_unit` claims units from."""
   tokenizer = tokenization.SentencePieceTokenizer(
-      settings.spm_model, do_lower_case=settings.do_lower_case, keep_accents=settings.keep_accents)
+      settings.spm_model, do_lower_case=settings.do_lower_case, keep_accents=settings.keep_accents,
+      preprocessing=settings.preprocessing)
   mask_config = None
   if settings.masking == "static":
     mask_config = masking.MaskingConfig(
@@ -358,6 +360,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool("overwrite", False, "replace an existing --output", **fv)
   flags.DEFINE_bool("do_lower_case", True, "lower-case the text", **fv)
   flags.DEFINE_bool("keep_accents", False, "keep combining marks", **fv)
+  tokenization.define_preprocessing_flag(flag_values)
   flags.DEFINE_integer("max_seq_length", 512, "tokens per instance", **fv)
   flags.DEFINE_integer("max_predictions_per_seq", 20, "masked positions per instance", **fv)
   flags.DEFINE_float("masked_lm_prob", 0.15, "share of tokens masked", **fv)
@@ -400,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "replace it.")
   try:
     tokenizer = tokenization.SentencePieceTokenizer(
-        args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents)
+        args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents,
+        preprocessing=args.preprocessing)
     instance = pretraining_data.InstanceConfig(
         max_seq_length=args.max_seq_length, short_seq_prob=args.short_seq_prob,
         random_next_sentence=args.random_next_sentence,
@@ -414,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_line.usage_error(f"{flag}: {e}")
   settings = Settings(
       spm_model=args.spm_model, do_lower_case=args.do_lower_case, keep_accents=args.keep_accents,
+      preprocessing=args.preprocessing,
       instance=instance, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
       max_predictions_per_seq=args.max_predictions_per_seq, ngram=args.ngram,
       favor_shorter_ngram=args.favor_shorter_ngram, do_whole_word_mask=args.do_whole_word_mask,

@@ -40,6 +40,9 @@ _FLAGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("dupe_factor", "dupe_factor", str),
     ("dynamic_masking", "masking", lambda v: "none" if v else "static"),
     ("random_next_sentence", "random_next_sentence", lambda v: str(bool(v)).lower()),
+    ("do_lower_case", "do_lower_case", lambda v: str(bool(v)).lower()),
+    ("keep_accents", "keep_accents", lambda v: str(bool(v)).lower()),
+    ("preprocessing", "preprocessing", str),
 )
 
 
@@ -87,8 +90,10 @@ def _normalized(settings: dict[str, Any]) -> dict[str, Any]:
 def _prepare_spm(corpus_files: list[str], spm_model: str,
                  config: ml_collections.ConfigDict) -> None:
   """Trains the workdir's SentencePiece model unless the existing one was trained the same way."""
+  options = tokenization.text_options(config.data)
   settings = _normalized({"data.corpus": _fingerprints(corpus_files),
-                          "data.spm_vocab_size": config.data.spm_vocab_size})
+                          "data.spm_vocab_size": config.data.spm_vocab_size,
+                          **{f"data.{k}": v for k, v in options.items()}})
   settings_path = os.path.join(os.path.dirname(spm_model), SPM_SETTINGS_FILE)
   if _reusable(f"the SentencePiece model {spm_model}", settings_path, settings, spm_model):
     return
@@ -96,7 +101,8 @@ def _prepare_spm(corpus_files: list[str], spm_model: str,
   if fileio.exists(settings_path):
     os.remove(settings_path)
   tokenization.train_model(corpus_files, spm_model[:-len(".model")],
-                           vocab_size=config.data.spm_vocab_size, input_sentence_size=1_000_000)
+                           vocab_size=config.data.spm_vocab_size, input_sentence_size=1_000_000,
+                           **options)
   fileio.write_json(settings_path, settings)
 
 

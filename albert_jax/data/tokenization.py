@@ -5,6 +5,11 @@ Text -> ids follows the official ALBERT pipeline (google-research/albert `tokeni
 marks (unless `keep_accents`), lower-case (if `do_lower_case`), SentencePiece-encode, then
 re-split pieces such as "1990," into "1990" + "," (the official "digit + comma" fix).
 
+`preprocessing="huggingface"` (config field `data.preprocessing`, flag `--preprocessing`) adds the
+one step Hugging Face's `AlbertTokenizer` has on top (from XLNet's preprocessing): the LaTeX-style
+quotes `` and '' become ", before accents are stripped. Use it for models trained or fine-tuned with
+the Hugging Face tokenizer; the official models (and "official", the default) never replace them.
+
 Intended differences, each documented and tested in tests/test_tokenization.py:
   * The digit+comma re-split follows the *intended* logic (as in the XLNet code and the former slow
     Hugging Face tokenizer): the re-encoded number gets SentencePiece's word-start marker, which is
@@ -12,11 +17,10 @@ Intended differences, each documented and tested in tests/test_tokenization.py:
     under Python 3 compares a str character with a bytes constant there, so it never removes it and
     ADDS a "▁" inside the word ("▁x", "▁1", ","). Where the piece started a word ("▁1990,") both
     give the same pieces.
-  * transformers' `AlbertTokenizer` (and XLNet's preprocessing) also turn the LaTeX-style quotes
-    `` and '' into "; the official ALBERT `preprocess_text` does not, and neither do we, so ids
-    differ from Hugging Face's on text with those quotes. transformers v5's `AlbertTokenizer` is a
-    `tokenizers` pipeline without the digit+comma re-split, so ids also differ on pieces of the
-    form "<digit>,".
+  * With the default "official" preprocessing, ids differ from Hugging Face's on text with `` or ''
+    (see above). transformers v5's `AlbertTokenizer` is a `tokenizers` pipeline without the
+    digit+comma re-split (its former sentencepiece class, up to 4.x, had it), so ids also differ
+    from v5's on pieces of the form "<digit>,", whichever preprocessing is chosen.
 
 Special ids for models trained by `train_model` (the official spm_train flags): `<pad>`=0, `<unk>`=1,
 `[CLS]`=2, `[SEP]`=3, `[MASK]`=4. Ids are looked up by piece, so any model that has these pieces works.
@@ -32,7 +36,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from absl import flags as absl_flags
 import numpy as np
@@ -65,14 +69,28 @@ _PUNCTUATION = set('!"#$%&"()*+,-./:;?@[\\]^_`{|}~') | {"\u20ac", "\u00a3"}
 _ENGLISH_AND_PUNCT = set("abcdefghijklmnopqrstuvwxyz") | _PUNCTUATION
 _DIGIT_COMMA = re.compile(r"\d,")
 
+# "official": google-research/albert `tokenization.preprocess_text`; "huggingface": transformers'
+# `AlbertTokenizer.preprocess_text`, which also replaces LaTeX-style quotes.
+PREPROCESSING = ("official", "huggingface")
+
 
 class TokenizerError(ValueError):
   """A SentencePiece model file is missing, unreadable, or lacks the ALBERT special pieces."""
 
 
-def preprocess_text(text: str, *, lower: bool = True, keep_accents: bool = False) -> str:
-  """The official ALBERT text normalization applied before SentencePiece."""
-  out = " ".join(text.strip().split())  # quotes `` and '' are kept, as the official code does
+def check_preprocessing(preprocessing: str, field: str = "preprocessing") -> str:
+  """`preprocessing` if it is one of PREPROCESSING, else a ValueError naming `field`."""
+  if preprocessing not in PREPROCESSING:
+    raise ValueError(f"{field}={preprocessing!r}: allowed: {list(PREPROCESSING)}")
+  return preprocessing
+
+
+def preprocess_text(text: str, *, lower: bool = True, keep_accents: bool = False,
+                    preprocessing: str = "official") -> str:
+  """The ALBERT text normalization applied before SentencePiece (module docstring)."""
+  out = " ".join(text.strip().split())
+  if preprocessing == "huggingface":  # as transformers does it: after the whitespace, before NFKD
+    out = out.replace("``", '"').replace("''", '"')
   # ASCII text is NFKD-invariant and has no combining marks: skip the per-character pass (hot path).
   if not keep_accents and not out.isascii():
     out = unicodedata.normalize("NFKD", out)
@@ -95,10 +113,12 @@ def is_start_piece(piece: str) -> bool:
 class SentencePieceTokenizer:
   """ALBERT tokenizer: official preprocessing + SentencePiece + the digit/comma re-split."""
 
-  def __init__(self, model_file: str, *, do_lower_case: bool = True, keep_accents: bool = False):
+  def __init__(self, model_file: str, *, do_lower_case: bool = True, keep_accents: bool = False,
+               preprocessing: str = "official"):
     self.model_file = os.fspath(model_file)
     self.do_lower_case = do_lower_case
     self.keep_accents = keep_accents
+    self.preprocessing = check_preprocessing(preprocessing)
     self.sp = load_sentencepiece(self.model_file)
     self.vocab_size = self.sp.get_piece_size()
     self.unk_id = self.sp.unk_id()
@@ -113,7 +133,8 @@ class SentencePieceTokenizer:
         ids["pad"], ids["cls"], ids["sep"], ids["mask"])
 
   def preprocess(self, text: str) -> str:
-    return preprocess_text(text, lower=self.do_lower_case, keep_accents=self.keep_accents)
+    return preprocess_text(text, lower=self.do_lower_case, keep_accents=self.keep_accents,
+                           preprocessing=self.preprocessing)
 
   def tokenize(self, text: str) -> list[str]:
     """Preprocesses `text` and returns its pieces."""
@@ -189,7 +210,16 @@ def load_sentencepiece(model_file: str) -> spm.SentencePieceProcessor:
   return sp
 
 
-def _iter_training_sentences(files: Sequence[str], lower: bool, keep_accents: bool,
+def text_options(data: Mapping) -> dict:
+  """The tokenizer's text options (keyword arguments of SentencePieceTokenizer and train_model)
+  from a config's `data` section; configs from before a field existed get its default."""
+  return {"do_lower_case": bool(data.get("do_lower_case", True)),
+          "keep_accents": bool(data.get("keep_accents", False)),
+          "preprocessing": check_preprocessing(data.get("preprocessing", "official"),
+                                               "config field 'data.preprocessing'")}
+
+
+def _iter_training_sentences(files: Sequence[str], options: dict,
                              invalid: dict[str, int]) -> Iterator[str]:
   """Preprocessed non-empty lines; `invalid` counts, per file, the lines with invalid UTF-8 (their
   bad bytes become U+FFFD)."""
@@ -201,7 +231,9 @@ def _iter_training_sentences(files: Sequence[str], lower: bool, keep_accents: bo
         except UnicodeDecodeError:
           invalid[path] = invalid.get(path, 0) + 1
           line = raw.decode("utf-8", errors="replace")
-        line = preprocess_text(line, lower=lower, keep_accents=keep_accents)
+        line = preprocess_text(line, lower=options["do_lower_case"],
+                               keep_accents=options["keep_accents"],
+                               preprocessing=options["preprocessing"])
         if line:
           yield line
 
@@ -220,18 +252,20 @@ def expand_globs(patterns: str | Sequence[str], flag: str = "--input") -> list[s
 
 
 def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: int = 30000,
-                do_lower_case: bool = True, keep_accents: bool = False, seed: int = 12345,
-                **overrides) -> str:
+                do_lower_case: bool = True, keep_accents: bool = False,
+                preprocessing: str = "official", seed: int = 12345, **overrides) -> str:
   """Trains a SentencePiece model with the official ALBERT flags; returns the .model path.
 
   Input lines get the same preprocessing as at tokenization time, so the vocabulary matches what the
-  tokenizer will see (lower-cased, accents stripped). `overrides` replace entries of
+  tokenizer will see (lower-cased, accents stripped, with `preprocessing`). `overrides` replace entries of
   OFFICIAL_TRAINER_FLAGS (e.g. input_sentence_size, character_coverage).
   """
   unknown = set(overrides) - set(OFFICIAL_TRAINER_FLAGS)
   if unknown:
     raise ValueError(f"unknown trainer flag(s) {sorted(unknown)}; allowed: {sorted(OFFICIAL_TRAINER_FLAGS)}")
   flags = {**OFFICIAL_TRAINER_FLAGS, **overrides}
+  options = {"do_lower_case": do_lower_case, "keep_accents": keep_accents,
+             "preprocessing": check_preprocessing(preprocessing)}
   out_dir = os.path.dirname(output_prefix)
   created = bool(out_dir) and not os.path.isdir(out_dir)
   if created:
@@ -240,8 +274,7 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
   invalid: dict[str, int] = {}
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_iter_training_sentences(input_files, do_lower_case, keep_accents,
-                                                   invalid),
+        sentence_iterator=_iter_training_sentences(input_files, options, invalid),
         model_prefix=output_prefix, vocab_size=vocab_size, minloglevel=2,
         num_threads=os.cpu_count(), **flags)
   except RuntimeError as e:  # e.g. "[!sentences_.empty()]": no usable sentence in the input
@@ -254,6 +287,14 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
     logging.warning("%s: %d line(s) with invalid UTF-8 (bad bytes replaced by U+FFFD)", path,
                     count)
   return output_prefix + ".model"
+
+
+def define_preprocessing_flag(flag_values: absl_flags.FlagValues) -> None:
+  """--preprocessing, shared by the tools that tokenize text."""
+  absl_flags.DEFINE_enum("preprocessing", "official", list(PREPROCESSING),
+                         "official: google-research/albert's text normalization; huggingface: "
+                         "also `` and '' -> \" (transformers' AlbertTokenizer)",
+                         flag_values=flag_values)
 
 
 PROG = "python -m albert_jax.data.tokenization"
@@ -276,6 +317,7 @@ def define_flags(flag_values: absl_flags.FlagValues) -> None:
                          "SentencePiece model type", flag_values=flag_values)
   absl_flags.DEFINE_bool("do_lower_case", True, "lower-case the text", flag_values=flag_values)
   absl_flags.DEFINE_bool("keep_accents", False, "keep combining marks", flag_values=flag_values)
+  define_preprocessing_flag(flag_values)
   absl_flags.DEFINE_integer("seed", 12345, "SentencePiece's sampling seed",
                             flag_values=flag_values)
 
@@ -300,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_line.usage_error(f"--vocab_size={args.vocab_size}: must be at least 8 (5 special "
                              "pieces + text).")
   path = train_model(files, args.output, vocab_size=args.vocab_size, do_lower_case=args.do_lower_case,
-                     keep_accents=args.keep_accents, seed=args.seed,
+                     keep_accents=args.keep_accents, preprocessing=args.preprocessing,
+                     seed=args.seed,
                      input_sentence_size=args.input_sentence_size,
                      character_coverage=args.character_coverage, model_type=args.model_type)
   print(f"wrote {path} ({args.vocab_size} pieces) from {len(files)} file(s)")

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from typing import Optional, Sequence
 
 import jax
@@ -50,50 +49,10 @@ import numpy as np
 
 from albert_jax.data import tokenization
 from albert_jax.inference import mlm as mlm_lib
+from albert_jax.inference.decode_settings import (  # noqa: F401  (part of this module's API)
+    ORDERS, SLOT, STRATEGIES, DecodeSettings, continuation_template)
 from albert_jax.inference.loading import InputError
 from albert_jax.inference.mlm import MaskedLM
-
-STRATEGIES = ("mask_predict", "gibbs")
-ORDERS = ("left_to_right", "random")
-SLOT = re.compile(r"\[MASK(?:\*([^\]]*))?\]")
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeSettings:
-  """How slots are filled (see the module docstring); validated at construction."""
-
-  strategy: str = "mask_predict"  # one of STRATEGIES
-  iterations: int = 10            # mask_predict: T forward passes; gibbs: sweeps over the slots
-  order: str = "left_to_right"    # gibbs: the order of a sweep, one of ORDERS
-  burn_in: int = 0                # gibbs: first sweeps drawing from the full distribution
-  greedy: bool = False            # take the most probable piece instead of sampling
-  temperature: float = 1.0        # sampling: logits / temperature
-  top_k: int = 0                  # sampling: only the k most probable pieces (0: all)
-  top_p: float = 1.0              # sampling: the nucleus of probability top_p (1.0: all)
-  seed: int = 0                   # input i draws from fold_in(PRNGKey(seed), i)
-  batch_size: int = 32            # inputs per device call
-
-  def __post_init__(self):
-    checks = [
-        ("strategy", self.strategy in STRATEGIES, f"one of {STRATEGIES}"),
-        ("order", self.order in ORDERS, f"one of {ORDERS}"),
-        ("iterations", isinstance(self.iterations, int) and self.iterations >= 1, "an int >= 1"),
-        ("burn_in", isinstance(self.burn_in, int) and 0 <= self.burn_in, "an int >= 0"),
-        ("temperature", self.temperature > 0, "> 0"),
-        ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an int >= 0 (0: all)"),
-        ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-        ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an int >= 1"),
-    ]
-    for field, ok, allowed in checks:
-      if not ok:
-        raise InputError(f"decode setting {field}={getattr(self, field)!r}: must be {allowed}")
-    if self.strategy == "gibbs" and self.burn_in > self.iterations:
-      raise InputError(f"decode setting burn_in={self.burn_in}: at most iterations="
-                       f"{self.iterations} (burn-in sweeps are part of the sweeps)")
-    if self.strategy == "mask_predict" and self.burn_in:
-      raise InputError(f"decode setting burn_in={self.burn_in}: a gibbs setting; mask_predict "
-                       "has none (use 0)")
-
 
 @dataclasses.dataclass
 class Slot:
@@ -120,16 +79,6 @@ class Generation:
 class _Template:
   ids: tuple[int, ...]                   # [CLS] ... [SEP] with [MASK] at every slot piece
   slots: tuple[tuple[int, int], ...]     # (first position, length) of each slot
-
-
-def continuation_template(prompt: str, max_new_pieces: int, suffix: str = "",
-                          where: str = "input") -> str:
-  """The infilling text of a continuation: the prompt, max_new_pieces slot pieces, the suffix."""
-  if not prompt or not prompt.strip():
-    raise InputError(f"{where}: empty prompt (continuation needs text to continue)")
-  if not isinstance(max_new_pieces, int) or max_new_pieces < 1:
-    raise InputError(f"{where}: max_new_pieces={max_new_pieces!r}: must be an int >= 1")
-  return f"{prompt} [MASK*{max_new_pieces}] {suffix or ''}".rstrip()
 
 
 def encode_template(tok: tokenization.SentencePieceTokenizer, text: str, limit: int,

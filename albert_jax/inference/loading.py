@@ -103,8 +103,12 @@ def _find_spm(spm_model: str, data, config, directory: str) -> str:
 
 
 def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_model: str = "",
-         albert_config: str = "", do_lower_case: Optional[bool] = None) -> Loaded:
-  """A checkpoint of any supported kind (see the module docstring), with its tokenizer."""
+         albert_config: str = "", text_options: Optional[dict] = None) -> Loaded:
+  """A checkpoint of any supported kind (see the module docstring), with its tokenizer.
+
+  The tokenizer's text options (tokenization.text_options) are those the checkpoint's run recorded
+  (its `data` section, else `config`'s), each replaced by `text_options`' entry where it has one.
+  """
   path = fileio.absolute(path)  # local or a bucket (gs://): orbax wants absolute paths
   if not fileio.exists(path) and not fileio.exists(path + ".index"):
     raise InputError(f"--checkpoint {path!r} does not exist")
@@ -121,11 +125,10 @@ def load(path: str, *, config: Optional[ml_collections.ConfigDict] = None, spm_m
     model_config = ModelConfig.from_any(config.model)
   directory = source.directory
   task, data = _find_task(source, config)
-  if do_lower_case is None:
-    do_lower_case = bool(data.get("do_lower_case", True)) if data else bool(
-        (config.get("data", {}) if config is not None else {}).get("do_lower_case", True))
+  recorded = data if data else (config.get("data", {}) if config is not None else {})
   tokenizer = tokenization.SentencePieceTokenizer(
-      _find_spm(spm_model, data, config, directory), do_lower_case=do_lower_case)
+      _find_spm(spm_model, data, config, directory),
+      **{**tokenization.text_options(recorded), **(text_options or {})})
   if tokenizer.vocab_size != model_config.vocab_size:
     raise InputError(f"vocabulary mismatch: the SentencePiece model {tokenizer.model_file} has "
                      f"{tokenizer.vocab_size} pieces but the checkpoint {source.path} has "

@@ -35,193 +35,36 @@ inputs are fine. fill-mask: the text around each [MASK] is encoded as separate w
 candidate piece without "▁" joins the word before it ("word" in the output). generate (text
 with [MASK] / [MASK*N] slots, or a prompt and --max_new_pieces) and score (pseudo-log-likelihood):
 see albert_jax/inference/predict_mlm.py.
+
+This module is the command line only, and imports no jax or TensorFlow: flags and inputs are
+checked first, then the model side (predictions.py, predict_mlm.run) is imported and run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import sys
 import types
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import flags
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
 from albert_jax import command_line
 from albert_jax import fileio
-from albert_jax.train import finetune
-from albert_jax.inference import predict_mlm
-from albert_jax.inference.loading import InputError, Loaded, load, load_config_file
-from albert_jax.model import modeling
-from albert_jax.train import warm_start
 from albert_jax import tasks as tasks_lib
 from albert_jax.data import tokenization
+from albert_jax.inference import predict_mlm
+from albert_jax.tasks import InputError
 
 # Mode -> the task family it needs (None: the pretraining MLM head); each family names its mode.
 MODES = {"fill-mask": None, **dict.fromkeys(predict_mlm.MODES),
          **{f.predict_mode: name for name, f in tasks_lib.families().items()}}
 _MODE_OF = {family: mode for mode, family in MODES.items() if family}
-_MASK = re.compile(re.escape(tokenization.MASK))
 
 
-def _fit(params: dict, model: nn.Module, init_ids: jax.Array, what: str) -> dict:
-  """The checkpoint's parameters for `model`, checked leaf by leaf (shape errors name the leaf)."""
-  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), init_ids)["params"])
-  try:
-    return warm_start.fit_params(params, abstract, False)
-  except ValueError as e:
-    raise InputError(f"the checkpoint does not fit {what}: {e}") from None
-
-
-@dataclasses.dataclass
-class _TaskModel:
-  task: ml_collections.ConfigDict
-  family: tasks_lib.TaskFamily
-  max_seq_length: int              # the fine-tuning data.max_seq_length
-  input_keys: tuple[str, ...]
-  predict: Any     # jitted (params, batch) -> outputs + row
-  params: dict
-
-
-def _task_model(loaded: Loaded, mode: str) -> _TaskModel:
-  """The fine-tuned model of a task mode, or an error saying why the checkpoint is wrong."""
-  family, task = MODES[mode], loaded.task
-  heads = sorted(k for k in loaded.params if k != "albert")
-  if task is None:
-    kind = ("a pretraining checkpoint" if "predictions" in loaded.params
-            else f"a checkpoint without task information (heads: {heads})")
-    raise InputError(f"--checkpoint {loaded.path} is {kind}: `{mode}` needs a model fine-tuned "
-                     f"on a {family} task (a fine-tuning workdir or its best/, or pass "
-                     "--config=<the fine-tuning config>)")
-  if task.family != family:
-    raise InputError(f"--checkpoint {loaded.path} was fine-tuned for {task.family} "
-                     f"({tasks_lib.task_label(task)}); use `predict "
-                     f"{_MODE_OF.get(task.family)}`, not `predict {mode}`")
-  fam = tasks_lib.family(family)
-  config = ml_collections.ConfigDict({"model": loaded.model_config.to_config_dict().to_dict(),
-                                      "task": task.to_dict()})
-  model, head = finetune.build_model(config)
-  if head not in loaded.params:
-    raise InputError(f"--checkpoint {loaded.path} has no {head!r} head for "
-                     f"{tasks_lib.task_label(task)} (its heads: {heads})")
-  if not loaded.data or not loaded.data.get("max_seq_length"):
-    raise InputError(f"--checkpoint {loaded.path}: its task has no data.max_seq_length (pass "
-                     "--config=<the fine-tuning config>)")
-  length = loaded.data.max_seq_length
-  params = _fit(loaded.params, model, jnp.zeros((1,) + fam.input_shape(task, length), jnp.int32),
-                f"a {tasks_lib.task_label(task)} model")
-  return _TaskModel(task, fam, length, fam.input_keys(task),
-                    jax.jit(finetune.make_predict(config, model)), params)
-
-
-def _run(tm: _TaskModel, arrays: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-  """Model outputs for every row of `arrays`, in row order (batches of `batch_size`)."""
-  arrays = {k: arrays[k] for k in tm.input_keys}
-  chunks: dict[str, list] = {}
-  for batch in tasks_lib.eval_batches(arrays, batch_size):  # the last batch padded: one shape
-    for k, v in tm.predict(tm.params, batch).items():
-      chunks.setdefault(k, []).append(np.asarray(v))
-  out = {k: np.concatenate(v) for k, v in chunks.items()}
-  keep = out.pop("row") >= 0
-  return {k: v[keep] for k, v in out.items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# Modes. Each takes parsed examples (dicts) and returns one result dict per example.
-# ----------------------------------------------------------------------------------------------
-
-
-def _word_of(pieces: list[str], i: int) -> str:
-  """The whole word that piece i belongs to (pieces join until the next "▁" piece)."""
-  start = i
-  while start > 0 and not pieces[start].startswith(tokenization.SPIECE_UNDERLINE) and (
-      not pieces[start - 1].startswith("[")):
-    start -= 1
-  end = i + 1
-  while end < len(pieces) and not pieces[end].startswith((tokenization.SPIECE_UNDERLINE, "[")):
-    end += 1
-  return "".join(pieces[start:end]).replace(tokenization.SPIECE_UNDERLINE, " ").strip()
-
-
-def fill_mask(loaded: Loaded, examples: list[dict], top_k: int = 5, batch_size: int = 32,
-              max_seq_length: int = 0) -> list[dict]:
-  """Top-k pieces (and the whole words they complete) for every [MASK] of every text."""
-  tok, cfg = loaded.tokenizer, loaded.model_config
-  if "predictions" not in loaded.params:
-    what = f"fine-tuned for {loaded.task.family}" if loaded.task else "without an MLM head"
-    raise InputError(f"--checkpoint {loaded.path} is {what} (no 'predictions' parameters): "
-                     "fill-mask needs a pretraining checkpoint")
-  limit = min(max_seq_length or cfg.max_position_embeddings, cfg.max_position_embeddings)
-  model = modeling.AlbertForMaskedLM(cfg)
-  params = _fit(loaded.params, model, jnp.zeros((1, 2), jnp.int32), "a masked-LM model")
-  apply = jax.jit(lambda p, ids, mask, pos: model.apply({"params": p}, ids, mask,
-                                                        masked_positions=pos)["mlm_logits"])
-  sequences = []
-  for ex in examples:
-    segments = _MASK.split(ex["text"])
-    if len(segments) == 1:
-      raise InputError(f"{ex['where']}: no {tokenization.MASK} in the text {ex['text']!r}")
-    ids = [tok.cls_id]
-    for n, piece_ids in enumerate(tok.encode_batch(segments)):
-      ids += ([tok.mask_id] if n else []) + piece_ids
-    ids.append(tok.sep_id)
-    if len(ids) > limit:
-      field = ("model config 'max_position_embeddings'" if limit == cfg.max_position_embeddings
-               else "--max_seq_length")
-      raise tasks_lib.too_long(ex["where"], len(ids), limit, field,
-                               truncatable="max_position" not in field)
-    sequences.append(ids)
-  results = []
-  for start in range(0, len(sequences), batch_size):
-    chunk = sequences[start:start + batch_size]
-    # Pad to a power of two (and a full batch) so that few shapes are ever compiled.
-    length = min(limit, max(16, 1 << (max(map(len, chunk)) - 1).bit_length()))
-    masks = [[i for i, t in enumerate(s) if t == tok.mask_id] for s in chunk]
-    width = max(map(len, masks))
-    ids, mask = np.zeros((2, batch_size, length), np.int32)
-    positions = np.zeros((batch_size, width), np.int32)
-    for r, (s, m) in enumerate(zip(chunk, masks)):
-      ids[r, :len(s)], mask[r, :len(s)] = s, 1
-      positions[r, :len(m)] = m
-    logits = np.asarray(apply(params, ids, mask, positions))
-    for r, (s, m) in enumerate(zip(chunk, masks)):
-      probs = tasks_lib.softmax(logits[r, :len(m)].astype(np.float64))
-      pieces = tok.convert_ids_to_tokens(s)
-      filled, out = list(pieces), []
-      for j, position in enumerate(m):
-        candidates = []
-        for rank, i in enumerate(np.argsort(-probs[j], kind="stable")[:top_k]):
-          piece = tok.convert_ids_to_tokens([int(i)])[0]
-          word = _word_of(pieces[:position] + [piece] + pieces[position + 1:], position)
-          candidates.append({"rank": rank + 1, "piece": piece, "id": int(i),
-                             "probability": float(probs[j, i]), "word": word})
-        filled[position] = candidates[0]["piece"]
-        out.append({"mask": j + 1, "candidates": candidates})
-      text = "".join(filled[1:-1]).replace(tokenization.SPIECE_UNDERLINE, " ").strip()
-      results.append({"masks": out, "filled": text})
-  return results
-
-
-def predict_task(loaded: Loaded, mode: str, examples: list[dict], batch_size: int = 32,
-                 truncate: bool = False, null_threshold: Optional[float] = None) -> list[dict]:
-  """A fine-tuned task mode (classify, qa, tag, choice): the task family featurizes the examples
-  as in training, the model runs in batches of `batch_size`, the family decodes the outputs.
-
-  truncate: cut inputs that training would truncate (classify, choice) instead of refusing them;
-  null_threshold: SQuAD v2's no-answer threshold (None: the one tuned on dev).
-  """
-  tm = _task_model(loaded, mode)
-  options = tasks_lib.PredictOptions(truncate=truncate, null_threshold=null_threshold,
-                                     best_metrics=loaded.best_metrics)
-  return tm.family.predict(tm.task, tm.max_seq_length, loaded.tokenizer, examples,
-                           lambda arrays: _run(tm, arrays, batch_size), options)
-
+def mode_of(family: str) -> Optional[str]:
+  """The predict mode of a task family."""
+  return _MODE_OF.get(family)
 
 # ----------------------------------------------------------------------------------------------
 # Input and output.
@@ -306,6 +149,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   string("spm_model", "SentencePiece model (else found as the module docstring says)")
   string("albert_config", "albert_config.json (TF checkpoints)")
   flags.DEFINE_bool("cased", False, "do not lower-case (cased models)", flag_values=flag_values)
+  flags.DEFINE_enum("preprocessing", None, list(tokenization.PREPROCESSING), "text "
+                    "normalization (default: the checkpoint run's data.preprocessing, else "
+                    "official; huggingface: also `` and '' -> \" as HF's AlbertTokenizer)",
+                    flag_values=flag_values)
   flags.DEFINE_integer("batch_size", 32, "examples per batch (score: masked copies)",
                        flag_values=flag_values)
   flags.DEFINE_integer("top_k", None, "fill-mask: candidates per mask (default 5); generate: "
@@ -338,24 +185,33 @@ def parse_args(argv: Optional[Sequence[str]]) -> types.SimpleNamespace:
                                texts=positional[1:])
 
 
+def text_overrides(args: types.SimpleNamespace) -> dict:
+  """The tokenizer options the flags set (the others come from the checkpoint's run)."""
+  return {**({"do_lower_case": False} if args.cased else {}),
+          **({"preprocessing": args.preprocessing} if args.preprocessing else {})}
+
+
 @command_line.boundary
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
   args = parse_args(argv)
   examples = [parse_example(args.mode, line, where)
               for where, line in read_inputs(args.texts, args.input)]
-  config = load_config_file(args.config, args.set) if args.config else None
-  loaded = load(args.checkpoint, config=config, spm_model=args.spm_model,
-                albert_config=args.albert_config, do_lower_case=False if args.cased else None)
+  # Imported only now, the flags and the input checked: they load jax and TensorFlow (seconds).
+  from albert_jax.inference import loading, predictions  # pylint: disable=g-import-not-at-top
+  config = loading.load_config_file(args.config, args.set) if args.config else None
+  loaded = loading.load(args.checkpoint, config=config, spm_model=args.spm_model,
+                        albert_config=args.albert_config, text_options=text_overrides(args))
   summary = None
   if args.mode == "fill-mask":
     top_k = 5 if args.top_k is None else args.top_k
-    results = fill_mask(loaded, examples, top_k, args.batch_size, args.max_seq_length)
+    results = predictions.fill_mask(loaded, examples, top_k, args.batch_size,
+                                    args.max_seq_length)
   elif args.mode in predict_mlm.MODES:
     results, summary = predict_mlm.run(args, loaded, examples)
   else:
-    results = predict_task(loaded, args.mode, examples, args.batch_size, args.truncate,
-                           args.null_threshold)
+    results = predictions.predict_task(loaded, args.mode, examples, args.batch_size,
+                                       args.truncate, args.null_threshold)
   out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
   try:
     for ex, result in zip(examples, results):

@@ -20,15 +20,17 @@ generate.
 from __future__ import annotations
 
 import types
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from absl import flags
 
 from albert_jax import command_line
 from albert_jax.data import tokenization
-from albert_jax.inference import generate, score
-from albert_jax.inference.loading import InputError, Loaded
-from albert_jax.inference.mlm import MaskedLM
+from albert_jax.inference import decode_settings
+from albert_jax.tasks import InputError
+
+if TYPE_CHECKING:  # the model side loads jax: imported where it runs (`run`), after the checks
+  from albert_jax.inference.loading import Loaded
 
 MODES = ("generate", "score")
 # Flags of `generate` only (--top_k and --batch_size are shared with other modes).
@@ -39,12 +41,12 @@ _SAMPLING_FLAGS = ("temperature", "top_k", "top_p")
 
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The flags of `generate` (its DecodeSettings and continuation)."""
-  defaults = generate.DecodeSettings()
-  flags.DEFINE_enum("strategy", defaults.strategy, list(generate.STRATEGIES),
+  defaults = decode_settings.DecodeSettings()
+  flags.DEFINE_enum("strategy", defaults.strategy, list(decode_settings.STRATEGIES),
                     "generate: how slots are filled", flag_values=flag_values)
   flags.DEFINE_integer("iterations", defaults.iterations, "generate: mask_predict passes, or "
                        "gibbs sweeps over the slots", flag_values=flag_values)
-  flags.DEFINE_enum("order", defaults.order, list(generate.ORDERS),
+  flags.DEFINE_enum("order", defaults.order, list(decode_settings.ORDERS),
                     "generate (gibbs): the order of a sweep", flag_values=flag_values)
   flags.DEFINE_integer("burn_in", defaults.burn_in, "generate (gibbs): first sweeps drawing "
                        "from the full distribution", flag_values=flag_values)
@@ -107,19 +109,19 @@ def _template(ex: dict, args: types.SimpleNamespace) -> str:
   n = ex.get("max_new_pieces", args.max_new_pieces)
   suffix = ex.get("suffix", args.suffix)
   if n:
-    return generate.continuation_template(text, n, suffix, where)
+    return decode_settings.continuation_template(text, n, suffix, where)
   if suffix:
     raise InputError(f"{where}: a suffix needs --max_new_pieces (or \"max_new_pieces\"): the "
                      "number of pieces to generate before it")
-  if not generate.SLOT.search(text):
+  if not decode_settings.SLOT.search(text):
     raise InputError(f"{where}: no {tokenization.MASK} slot in {text!r}: write [MASK] or "
                      "[MASK*N] where pieces go, or pass --max_new_pieces=N to continue the text")
   return text
 
 
-def settings(args: types.SimpleNamespace) -> generate.DecodeSettings:
+def settings(args: types.SimpleNamespace) -> decode_settings.DecodeSettings:
   """The DecodeSettings of the command line's flags."""
-  return generate.DecodeSettings(
+  return decode_settings.DecodeSettings(
       strategy=args.strategy, iterations=args.iterations, order=args.order,
       burn_in=args.burn_in, greedy=args.greedy, temperature=args.temperature,
       top_k=args.top_k or 0, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
@@ -128,6 +130,8 @@ def settings(args: types.SimpleNamespace) -> generate.DecodeSettings:
 def run(args: types.SimpleNamespace, loaded: Loaded,
         examples: list[dict]) -> tuple[list[dict], Optional[str]]:
   """(one result dict per example, the summary line for stderr or None) of generate / score."""
+  from albert_jax.inference import generate, score  # pylint: disable=g-import-not-at-top
+  from albert_jax.inference.mlm import MaskedLM  # pylint: disable=g-import-not-at-top
   where = [ex["where"] for ex in examples]
   if args.mode == "generate":
     texts = [_template(ex, args) for ex in examples]

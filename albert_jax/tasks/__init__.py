@@ -344,7 +344,8 @@ def train_tokenizer(data, vocab_size: int, workdir: str) -> str:
     with tempfile.TemporaryDirectory() as local:
       trained = tokenization.train_model(
           tokenization.expand_globs(data.spm_corpus, "data.spm_corpus"),
-          os.path.join(local, "spm"), vocab_size=vocab_size, input_sentence_size=1_000_000)
+          os.path.join(local, "spm"), vocab_size=vocab_size, input_sentence_size=1_000_000,
+          **tokenization.text_options(data))
       fileio.copy(trained[:-len(".model")] + ".vocab", prefix + ".vocab")
       fileio.copy(trained, prefix + ".model")  # last: its presence means the pair is complete
   multihost_utils.sync_global_devices("fine-tuning tokenizer ready")

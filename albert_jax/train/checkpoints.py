@@ -22,7 +22,8 @@ Saves of the train state are asynchronous and happen every `checkpoint_every_ste
 A save that cannot be written (the checkpoint directory became unwritable, or is a file now) stops
 the run with CheckpointWriteError naming the directory and the last step saved, which is left
 intact. The directory is probed before each save, since orbax's own failure to create a step's
-directory leaves its background threads waiting forever (the process would never exit).
+directory leaves its background threads waiting forever (the process would never exit); every
+process learns the others' probe results, so that all stop when one host cannot write.
 
 Every process makes the same decisions: the metadata is read from the shared checkpoint directory.
 """
@@ -178,10 +179,27 @@ class Checkpointer:
 
   def _probe(self) -> None:
     """Creates and removes a directory where orbax will create the step's (through its own path
-    layer, etils.epath): raises the OSError that orbax would meet in a background thread."""
-    probe = epath.Path(self.directory) / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    probe.mkdir(parents=True)
-    probe.rmdir()
+    layer, etils.epath): raises the OSError that orbax would meet in a background thread.
+
+    With several processes all of them raise when any one fails (each names the processes that
+    failed): a process that went on alone would wait forever in orbax's barriers.
+    """
+    error = None
+    try:
+      probe = epath.Path(self.directory) / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+      probe.mkdir(parents=True)
+      probe.rmdir()
+    except OSError as e:
+      error = e
+    if jax.process_count() > 1:
+      failed = np.flatnonzero(multihost_utils.process_allgather(np.array([error is not None])))
+      if error is None and failed.size:
+        raise OSError(f"process(es) {failed.tolist()} of {jax.process_count()} cannot write there")
+      if error is not None:
+        raise OSError(f"process {jax.process_index()}: {type(error).__name__}: {error} "
+                      f"(process(es) {failed.tolist()} of {jax.process_count()} failed)") from error
+    if error is not None:
+      raise error
 
   def _write_error(self, step: int, error: Exception) -> CheckpointWriteError:
     self._failed = True

@@ -332,7 +332,7 @@ def _prepare(config: ml_collections.ConfigDict, files: finetune_files.RunFiles):
     source_cfg, source = warm_start.read_source(config.init_from)
   config = resolve_model_config(config, source_cfg)
   tokenizer = tokenization.SentencePieceTokenizer(config.data.spm_model,
-                                                  do_lower_case=config.data.do_lower_case)
+                                                  **tokenization.text_options(config.data))
   validate(config, tokenizer, jax.process_count())
   return config, tokenizer, source
 

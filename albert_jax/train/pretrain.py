@@ -19,11 +19,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
 from albert_jax import fileio
 from albert_jax.data import pipeline
+from albert_jax.data import tokenization
 from albert_jax.model import modeling
 from albert_jax.model.config import ModelConfig
 from albert_jax.train import distributed
@@ -52,6 +52,7 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   if t.inter_sentence_loss not in objectives.INTER_SENTENCE_LOSSES:
     raise ValueError(f"config field 'training.inter_sentence_loss'={t.inter_sentence_loss!r}; "
                      f"allowed: {objectives.INTER_SENTENCE_LOSSES}")
+  tokenization.text_options(config.data)  # checked even where ready records leave them unused
   if config.data.max_seq_length > config.model.max_position_embeddings:
     raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
@@ -72,7 +73,6 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
                              config.data.max_predictions_per_seq, bool(config.data.dynamic_masking),
                              what=f"config field 'data.{field}'")
   if config.data.spm_model:
-    from albert_jax.data import tokenization  # pylint: disable=g-import-not-at-top
     try:
       size = tokenization.load_sentencepiece(config.data.spm_model).get_piece_size()
     except tokenization.TokenizerError as e:
