@@ -1,12 +1,13 @@
 """Collects a sweep's results into markdown and CSV tables beside the paper's, and PNG plots.
 
-    python -m experiments.collect --sweep=table4 --root=/tmp/sweeps [--out=DIR]
+    python -m experiments.collect --sweep=table4 --root=/tmp/sweeps [--out=DIR] [--seeds=1,2]
 
 Per run (ROOT/<sweep>/<run>): parameter count, steps done, the last held-out MLM and SOP accuracy
 from metrics.jsonl (training accuracy when there is no eval split), and fine-tuning scores from
 ROOT/<sweep>/<run>/finetune/<task>/metrics.json when present; beside each, the paper's figure.
 Writes <sweep>.md, <sweep>.csv, <sweep>_curves.png (MLM accuracy against steps, every run) and
 <sweep>_params.png (MLM accuracy against parameter count) into --out (default ROOT/<sweep>).
+With --seeds (as the sweep was launched), one row per run and seed (`<run>_s<seed>`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from absl import app
 from absl import flags
 
 from albert_jax import command_line
+from experiments import launch
 from experiments import sweeps
 
 _SWEEP = flags.DEFINE_string("sweep", None, f"one of {sorted(sweeps.SWEEPS)}")
 _ROOT = flags.DEFINE_string("root", None, "directory with one workdir per run")
 _OUT = flags.DEFINE_string("out", None, "output directory (default ROOT/<sweep>)")
+_SEEDS = flags.DEFINE_list("seeds", [], "the seeds the sweep was launched with (launch --seeds)")
 
 # Fine-tuning tasks whose best dev score fills a paper column: column -> (task dir, metric keys
 # in the `best.metrics` of finetune.py's metrics.json, "<split>/<metric>").
@@ -171,7 +174,7 @@ def main(argv):
   if not os.path.isdir(_ROOT.value):  # never created here: a mistyped root would collect nothing
     raise command_line.InputError(f"--root={_ROOT.value}: no such directory (the --root the "
                                   "sweep was launched with)")
-  sweep = sweeps.get_sweep(_SWEEP.value)
+  sweep = sweeps.with_seeds(sweeps.get_sweep(_SWEEP.value), launch.seeds_flag(_SEEDS.value))
   out = _OUT.value or os.path.join(_ROOT.value, sweep.name)
   rows = collect(sweep, _ROOT.value)
   for path in write_tables(sweep, rows, out) + write_plots(sweep, rows, out):

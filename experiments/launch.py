@@ -12,7 +12,9 @@ A run is finished when its workdir has DONE.json, written once it reached traini
 A local sweep stopped by SIGINT/SIGTERM saves the current run and stops; launching it again resumes
 that run. `--set field=value` adds overrides to every run (e.g. `--set training.total_steps=10` for
 a rehearsal). Runs that warm-start from an earlier run of the sweep (the depth sweep) point
-`init_from.path` at that run's workdir, so they must run in order.
+`init_from.path` at that run's workdir, so they must run in order. `--seeds=1,2` repeats every run
+once per seed (runs `<run>_s<seed>`, config field `seed` set; the data are the same for all seeds),
+so a table can show the noise between seeds.
 
 Every run needs the data flags its `train_files` names: --data, plus --nsp_data for Table 5's NSP
 run and --extra_data for Table 7's additional-data run. With --runlocal, a run whose flags are not
@@ -48,7 +50,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                     flag_values=flag_values)
   flags.DEFINE_bool("runlocal", False, "laptop-sized runs on the bundled corpus",
                     flag_values=flag_values)
-  flags.DEFINE_list("only", [], "run only these run names", flag_values=flag_values)
+  flags.DEFINE_list("only", [], "run only these run names (with --seeds: the sweep's run names "
+                    "or the seeded ones, e.g. sop or sop_s2)", flag_values=flag_values)
+  flags.DEFINE_list("seeds", [], "repeat every run once per seed (integers): runs <run>_s<seed> "
+                    "with config field seed set", flag_values=flag_values)
   flags.DEFINE_multi_string("set", [], "field=value overrides for every run (JSON values)",
                             flag_values=flag_values)
   string("data", "", "training records (data.train_files)")
@@ -155,11 +160,52 @@ def run_local(sweep: sweeps.Sweep, run: sweeps.Run, config, wd: str) -> bool:
   return True
 
 
+DATA_SEED = 42  # the runlocal records' generator seed, whatever the run's `seed`
+
+
 def shared_local_data(root: str, config) -> ml_collections.ConfigDict:
-  """Creates the runlocal data once per data setting under ROOT/_data and points config at it."""
+  """Creates the runlocal data once per data setting under ROOT/_data and points config at it.
+
+  Every setting (SOP records in ROOT/_data/sop, NSP records in ROOT/_data/nsp) is tokenized with
+  the one SentencePiece model of ROOT/_data/sop, so a model trained on one can be evaluated on the
+  other's held-out records; the records are made with DATA_SEED, so runs that differ only in
+  `seed` train on the same data."""
   from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
-  name = "nsp" if config.data.random_next_sentence else "sop"
-  return demo_data.prepare(config, os.path.join(root, "_data", name))
+  made = ml_collections.ConfigDict(config.to_dict())
+  made.seed = DATA_SEED
+  if made.data.random_next_sentence and not made.data.spm_model:
+    sop = ml_collections.ConfigDict(made.to_dict())
+    sop.data.random_next_sentence = False
+    made.data.spm_model = shared_local_data(root, sop).data.spm_model
+  name = "nsp" if made.data.random_next_sentence else "sop"
+  made = demo_data.prepare(made, os.path.join(root, "_data", name))
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key in ("spm_model", "train_files", "eval_files"):
+    config.data[key] = made.data[key]
+  return config
+
+
+def seeds_flag(items: list[str]) -> list[int]:
+  """--seeds as integers (one line naming the flag otherwise)."""
+  try:
+    seeds = [int(s) for s in items]
+  except ValueError:
+    seeds = []
+  if len(seeds) != len(items) or len(set(seeds)) != len(seeds):
+    command_line.usage_error(f"--seeds={','.join(items)}: give distinct integers, e.g. "
+                             "--seeds=1,2")
+  return seeds
+
+
+def select_runs(sweep: sweeps.Sweep, only: list[str]) -> list[sweeps.Run]:
+  """The runs --only names (a seeded run by its own name or its sweep run's); all without it."""
+  names = {r.name for r in sweep.runs} | {sweeps.arm_name(r.name) for r in sweep.runs}
+  unknown = set(only) - names
+  if unknown:
+    command_line.usage_error(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}; "
+                             f"its runs: {[r.name for r in sweep.runs]}")
+  return [r for r in sweep.runs
+          if not only or r.name in only or sweeps.arm_name(r.name) in only]
 
 
 @command_line.boundary
@@ -167,13 +213,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; `argv`: the arguments after the program name (None: this process's)."""
   args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=__doc__)
   command_line.no_positional(positional, PROG)
-  sweep = sweeps.get_sweep(args.sweep)
+  sweep = sweeps.with_seeds(sweeps.get_sweep(args.sweep), seeds_flag(args.seeds))
   extra = parse_sets(args.set)
-  runs = [r for r in sweep.runs if not args.only or r.name in args.only]
-  unknown = set(args.only) - {r.name for r in sweep.runs}
-  if unknown:
-    command_line.usage_error(f"--only: unknown runs {sorted(unknown)} in sweep {sweep.name}; "
-                             f"its runs: {[r.name for r in sweep.runs]}")
+  runs = select_runs(sweep, args.only)
   for run in runs:
     missing = missing_data_flags(run, args)
     if missing and not args.runlocal:

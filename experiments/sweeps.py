@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import string
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -158,6 +158,31 @@ def get_sweep(name: str) -> Sweep:
   if name not in SWEEPS:
     raise ValueError(f"unknown sweep {name!r}; allowed: {sorted(SWEEPS)}")
   return SWEEPS[name]
+
+
+SEED_SUFFIX = "_s"  # run <name>_s<seed>: the run `name` with config field `seed` set
+
+
+def with_seeds(sweep: Sweep, seeds: Sequence[int]) -> Sweep:
+  """`sweep` with every run repeated once per seed: run `<name>_s<seed>` sets config field `seed`
+  (initialization, dropout and data order; the records are the same for every seed), and a warm
+  start points at the earlier run of the same seed. Seed-major order (every run of the first seed,
+  then the next seed's), so a sweep stopped half-way has each run at least once. No seeds: `sweep`
+  itself."""
+  if not seeds:
+    return sweep
+  return dataclasses.replace(sweep, runs=tuple(
+      dataclasses.replace(run, name=f"{run.name}{SEED_SUFFIX}{seed}",
+                          overrides={**run.overrides, "seed": seed},
+                          init_from_run=run.init_from_run and
+                          f"{run.init_from_run}{SEED_SUFFIX}{seed}")
+      for seed in seeds for run in sweep.runs))
+
+
+def arm_name(run_name: str) -> str:
+  """The sweep's run name of a seeded run (`sop_s2` -> `sop`); other names unchanged."""
+  head, sep, tail = run_name.rpartition(SEED_SUFFIX)
+  return head if sep and tail.isdigit() else run_name
 
 
 def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
