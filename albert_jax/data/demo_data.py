@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 
 from albert_jax import fileio
 from albert_jax.data import create_pretraining_data
+from albert_jax.data import pretraining_data
 from albert_jax.data import tokenization
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -40,6 +41,7 @@ _FLAGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("dupe_factor", "dupe_factor", str),
     ("dynamic_masking", "masking", lambda v: "none" if v else "static"),
     ("random_next_sentence", "random_next_sentence", lambda v: str(bool(v)).lower()),
+    ("single_segment_negatives", "single_segment_negatives", str),
 )
 
 
@@ -130,9 +132,19 @@ def _create(corpus_field: str, spm_model: str, output: str, config: ml_collectio
   fileio.write_json(settings_path, settings)
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Fails, naming the field and what is allowed, on a data-creation field the generator would
+  reject (before any work, and on every process)."""
+  value = config.data.single_segment_negatives
+  if value not in pretraining_data.SINGLE_SEGMENT_NEGATIVES:
+    raise ValueError(f"config field 'data.single_segment_negatives'={value!r}; allowed: "
+                     f"{'|'.join(pretraining_data.SINGLE_SEGMENT_NEGATIVES)}")
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Returns a copy of `config` whose data fields point at data created in `workdir/data`."""
   config = ml_collections.ConfigDict(config.to_dict())
+  check_fields(config)
   d = config.data
   out = os.path.join(os.path.abspath(workdir), "data")
   spm_model = d.spm_model or os.path.join(out, "spm.model")
