@@ -33,8 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   train, evaluation = result["train"], result["eval"]
   print(f"finished at step {result['step']}")
   if evaluation:
-    print(f"final eval: MLM accuracy {evaluation['mlm_accuracy']:.4f}, "
-          f"SOP accuracy {evaluation['sop_accuracy']:.4f}")
+    print(f"final eval: MLM accuracy {evaluation['mlm_accuracy']:.1%} (unigram baseline "
+          f"{evaluation['mlm_unigram_baseline']:.1%}), SOP accuracy "
+          f"{evaluation['sop_accuracy']:.1%} (majority {evaluation['sop_majority_baseline']:.1%})")
   elif train:
     print(f"final train: MLM accuracy {train.get('mlm_accuracy', float('nan')):.4f}, "
           f"SOP accuracy {train.get('sop_accuracy', float('nan')):.4f}")

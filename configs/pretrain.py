@@ -49,6 +49,9 @@ def get_config(arg=None):
   c.data.dupe_factor = 40
   c.data.num_workers = 1
   c.data.random_next_sentence = False  # create NSP instead of SOP data (Table 5's NSP row)
+  # One-sentence chunks: "random_document" pairs them with another document's text, label 1
+  # (official); "skip" drops them, so that SOP labels are pure order labels.
+  c.data.single_segment_negatives = "random_document"
   # Text normalization before SentencePiece (vocabulary and records alike):
   c.data.do_lower_case = True
   c.data.keep_accents = False

@@ -109,6 +109,27 @@ def test_text_preprocessing_reaches_the_vocabulary_and_the_records(tmp_path, con
     demo_data.prepare(config, str(tmp_path))
 
 
+def test_single_segment_negatives_reaches_the_generator(tmp_path, config, capsys):
+  """The config field is the generator's flag: "skip" leaves no random-document pair, a change
+  remakes the records, and a value the generator lacks is one error naming the field."""
+  assert config.data.single_segment_negatives == "random_document"  # the official default
+  demo_data.prepare(config, str(tmp_path))
+  summary = json.loads((tmp_path / "data" / "train" / "summary.json").read_text())
+  assert summary["instance_kinds"].get("random_document", 0) > 0
+  capsys.readouterr()
+  config.data.single_segment_negatives = "skip"
+  demo_data.prepare(config, str(tmp_path))
+  assert ("data.single_segment_negatives 'random_document' -> 'skip'"
+          in capsys.readouterr().out)
+  summary = json.loads((tmp_path / "data" / "train" / "summary.json").read_text())
+  assert summary["settings"]["instance"]["single_segment_negatives"] == "skip"
+  assert summary["instance_kinds"].get("random_document", 0) == 0
+  config.data.single_segment_negatives = "nsp"
+  with pytest.raises(ValueError, match=r"'data.single_segment_negatives'='nsp'; allowed: "
+                                       r"random_document\|skip"):
+    demo_data.prepare(config, str(tmp_path))
+
+
 def test_data_without_a_settings_record_is_recreated(tmp_path, config, capsys):
   """Data made before the records were kept (or a run stopped before writing one) is remade."""
   demo_data.prepare(config, str(tmp_path))

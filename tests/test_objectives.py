@@ -226,3 +226,30 @@ def test_eval_padding_rows_are_left_out():
   loss, m = objectives.pretraining_loss(outputs, empty, normalizers=objectives.loss_normalizers(
       empty))
   assert float(m["sop_count"]) == 0 and np.isfinite(float(loss))
+
+
+def test_baselines_from_known_counts():
+  """Most frequent masked token and majority sentence label, over two batches, padding left out."""
+  w = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32)
+  first = {"masked_lm_ids": np.array([[7, 7, 3, 7], [7, 2, 9, 9]]), "masked_lm_weights": w,
+           "next_sentence_labels": np.array([[1], [0]]), "example_mask": np.array([1, 1])}
+  # The second batch's last row pads the eval set: its ids (9, 9) and label 0 must not count.
+  second = {"masked_lm_ids": np.array([[3, 3, 0, 0], [9, 9, 9, 9]]),
+            "masked_lm_weights": np.array([[1, 1, 0, 0], [0, 0, 0, 0]], np.float32),
+            "next_sentence_labels": np.array([[1], [0]]), "example_mask": np.array([1, 0])}
+  counts = [objectives.baseline_counts(b, vocab_size=V) for b in (first, second)]
+  total = {k: counts[0][k] + counts[1][k] for k in counts[0]}
+  np.testing.assert_array_equal(total["sop_label_counts"], [1, 2])
+  assert total["mlm_label_counts"][7] == 3 and total["mlm_label_counts"][3] == 3
+  assert total["mlm_label_counts"].sum() == 7 and total["mlm_label_counts"][9] == 0
+  got = objectives.baselines_from_counts(total)
+  assert set(got) == set(objectives.BASELINE_KEYS)
+  assert got["mlm_unigram_baseline"] == pytest.approx(3 / 7)  # 7 (or 3): 3 of 7 predictions
+  assert got["sop_majority_baseline"] == pytest.approx(2 / 3)  # label 1: 2 of 3 real examples
+  # An empty eval set gives 0, not NaN; an id outside the vocabulary is an error naming it.
+  empty = objectives.baseline_counts({**second, "masked_lm_weights": 0 * w,
+                                      "example_mask": np.zeros(2)}, vocab_size=V)
+  assert objectives.baselines_from_counts(empty) == {"mlm_unigram_baseline": 0.0,
+                                                     "sop_majority_baseline": 0.0}
+  with pytest.raises(ValueError, match="vocab_size"):
+    objectives.baseline_counts({**first, "masked_lm_ids": first["masked_lm_ids"] + V}, V)

@@ -3,6 +3,7 @@ the NaN stop, and the demo config through the real entry point (then exported to
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,6 +224,15 @@ def test_demo_config_through_main(tmp_path):
   proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
   assert proc.returncode == 0, proc.stderr
   assert "final eval: MLM accuracy" in proc.stdout and "step 4/4" in proc.stdout
+  # The input-blind baselines of the same eval batches, beside the model's accuracies.
+  final = next(l for l in proc.stdout.splitlines() if l.startswith("final eval:"))
+  assert re.fullmatch(r"final eval: MLM accuracy \d+\.\d% \(unigram baseline \d+\.\d%\), "
+                      r"SOP accuracy \d+\.\d% \(majority \d+\.\d%\)", final), final
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  evals = [r for r in rows if "eval/mlm_accuracy" in r]
+  assert evals and all(0 < r["eval/mlm_unigram_baseline"] < 1
+                       and 0.5 <= r["eval/sop_majority_baseline"] <= 1 for r in evals)
+  assert "mlm_unigram_baseline" in proc.stdout  # in the eval log lines too
   assert os.path.isdir(tmp_path / "checkpoints" / "4")
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
   assert time.time() - start < 300

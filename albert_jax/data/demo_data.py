@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 
 from albert_jax import fileio
 from albert_jax.data import create_pretraining_data
+from albert_jax.data import pretraining_data
 from albert_jax.data import tokenization
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -43,6 +44,7 @@ _FLAGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("do_lower_case", "do_lower_case", lambda v: str(bool(v)).lower()),
     ("keep_accents", "keep_accents", lambda v: str(bool(v)).lower()),
     ("preprocessing", "preprocessing", str),
+    ("single_segment_negatives", "single_segment_negatives", str),
 )
 
 
@@ -136,9 +138,20 @@ def _create(corpus_field: str, spm_model: str, output: str, config: ml_collectio
   fileio.write_json(settings_path, settings)
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Fails, naming the field and what is allowed, on a data-creation field the generator would
+  reject (before any work, and on every process)."""
+  tokenization.text_options(config.data)
+  value = config.data.single_segment_negatives
+  if value not in pretraining_data.SINGLE_SEGMENT_NEGATIVES:
+    raise ValueError(f"config field 'data.single_segment_negatives'={value!r}; allowed: "
+                     f"{'|'.join(pretraining_data.SINGLE_SEGMENT_NEGATIVES)}")
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Returns a copy of `config` whose data fields point at data created in `workdir/data`."""
   config = ml_collections.ConfigDict(config.to_dict())
+  check_fields(config)
   d = config.data
   out = os.path.join(os.path.abspath(workdir), "data")
   spm_model = d.spm_model or os.path.join(out, "spm.model")

@@ -14,6 +14,11 @@ metric divides by sum(w) alone: a relative difference below 1e-5 / sum(w)). For 
 accumulation, `loss_normalizers` of the full batch makes the microbatch losses add up to the
 full-batch loss exactly (each microbatch would otherwise divide by its own sum(w)).
 
+Baselines of an eval set (`baseline_counts` per batch, summed, then `baselines_from_counts`): the
+accuracy of always predicting the most frequent masked token of the eval set (`mlm_unigram_baseline`)
+and of always predicting its majority sentence label (`sop_majority_baseline`): what a model that
+ignores its input scores, for reading the accuracies beside.
+
 Batch keys are the official feature names: masked_lm_ids [B, P], masked_lm_weights [B, P],
 next_sentence_labels [B] or [B, 1] (label 0 = in order, 1 = swapped / random next).
 """
@@ -24,6 +29,7 @@ from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -33,6 +39,7 @@ MLM_EPS = 1e-5
 # Additive entries of the metrics dict (everything else is derived from these).
 SUM_KEYS = ("mlm_loss_sum", "mlm_correct_sum", "mlm_weight_sum", "sop_loss_sum",
             "sop_correct_sum", "sop_count")
+BASELINE_KEYS = ("mlm_unigram_baseline", "sop_majority_baseline")
 
 
 def _nll(logits: Array, labels: Array) -> Array:
@@ -158,3 +165,33 @@ def pretraining_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   sentence = _safe_div(sums["sop_loss_sum"], normalizers["sop"])  # 0 rows: an all-padding batch
   total = mlm + (0.0 if inter_sentence_loss == "none" else sentence)
   return total, metrics_from_sums(sums)
+
+
+def baseline_counts(batch: Mapping[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
+  """Host-side label counts of one batch, additive over batches and hosts (NumPy).
+
+  Returns `mlm_label_counts` [vocab_size] (the weight of each masked token id, padding slots left
+  out) and `sop_label_counts` [2] (real examples per sentence label, `example_mask` rows left out).
+  """
+  w = np.asarray(batch["masked_lm_weights"], np.float64).reshape(-1)
+  ids = np.asarray(batch["masked_lm_ids"]).reshape(-1)
+  real = w > 0
+  if real.any() and not 0 <= ids[real].min() <= ids[real].max() < vocab_size:
+    raise ValueError(f"masked_lm_ids outside [0, model.vocab_size={vocab_size}) in an eval batch")
+  labels = np.asarray(batch["next_sentence_labels"]).reshape(-1)
+  examples = (np.asarray(batch["example_mask"], np.float64).reshape(-1)
+              if "example_mask" in batch else np.ones(labels.shape, np.float64))
+  return {"mlm_label_counts": np.bincount(ids[real], weights=w[real], minlength=vocab_size),
+          "sop_label_counts": np.bincount(labels, weights=examples, minlength=2)[:2]}
+
+
+def baselines_from_counts(counts: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """Input-blind accuracies from summed `baseline_counts`: `mlm_unigram_baseline` = share of the
+  most frequent masked token, `sop_majority_baseline` = share of the majority label (0 when empty).
+  """
+  out = {}
+  for key, name in (("mlm_label_counts", "mlm_unigram_baseline"),
+                    ("sop_label_counts", "sop_majority_baseline")):
+    c = np.asarray(counts[key], np.float64)
+    out[name] = float(c.max() / c.sum()) if c.sum() > 0 else 0.0
+  return out

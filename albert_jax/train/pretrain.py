@@ -19,7 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
 
 from albert_jax import fileio
 from albert_jax.data import pipeline
@@ -52,7 +54,8 @@ def validate(config: ml_collections.ConfigDict, num_processes: int) -> None:
   if t.inter_sentence_loss not in objectives.INTER_SENTENCE_LOSSES:
     raise ValueError(f"config field 'training.inter_sentence_loss'={t.inter_sentence_loss!r}; "
                      f"allowed: {objectives.INTER_SENTENCE_LOSSES}")
-  tokenization.text_options(config.data)  # checked even where ready records leave them unused
+  from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
+  demo_data.check_fields(config)  # data-creation fields: wrong even when records are given
   if config.data.max_seq_length > config.model.max_position_embeddings:
     raise ValueError(f"config field 'data.max_seq_length'={config.data.max_seq_length} exceeds "
                      f"'model.max_position_embeddings'={config.model.max_position_embeddings}")
@@ -140,7 +143,8 @@ def _dynamic_masking(config):
 
 
 def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
-  """Runs the whole held-out split once (every host the same number of batches)."""
+  """Runs the whole held-out split once (every host the same number of batches); the values
+  include the input-blind baselines of the same batches (objectives.BASELINE_KEYS)."""
   per_host = config.training.eval_batch_size // jax.process_count()
   ds, num_batches = pipeline.eval_dataset(
       config.data.eval_files, batch_size_per_host=per_host,
@@ -148,7 +152,7 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
       max_predictions_per_seq=config.data.max_predictions_per_seq,
       process_index=jax.process_index(), process_count=jax.process_count(),
       dynamic_masking=_dynamic_masking(config), seed=config.seed)
-  total = None
+  total = counts = None
   limit = config.training.eval_max_batches or num_batches
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules_tuple(rules)):
     for i, host_batch in enumerate(ds.as_numpy_iterator()):
@@ -156,11 +160,17 @@ def evaluate(config, eval_step, params, mesh, rules) -> dict[str, float]:
         break
       stats = eval_step(params, partitioning.global_batch(host_batch, mesh))
       total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+      batch_counts = objectives.baseline_counts(host_batch, config.model.vocab_size)
+      counts = batch_counts if counts is None else jax.tree.map(np.add, counts, batch_counts)
   if total is None:
     raise ValueError(f"config field 'data.eval_files'={config.data.eval_files!r}: no eval batch "
                      f"of {per_host} rows per host")
-  return {k: float(v) for k, v in objectives.metrics_from_sums(total).items()
-          if k not in objectives.SUM_KEYS}
+  if jax.process_count() > 1:  # each host counted its own rows; the metrics cover all of them
+    counts = jax.tree.map(lambda c: np.asarray(multihost_utils.process_allgather(c)).sum(0),
+                          counts)
+  values = {k: float(v) for k, v in objectives.metrics_from_sums(total).items()
+            if k not in objectives.SUM_KEYS}
+  return {**values, **objectives.baselines_from_counts(counts)}
 
 
 _READERS_FILE = "readers.json"  # beside the reader positions: the settings of their readers
@@ -255,6 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   distributed.maybe_initialize(config.multihost)
   if config.data.get("corpus") and not config.data.train_files:
     from albert_jax.data import demo_data  # pylint: disable=g-import-not-at-top
+    demo_data.check_fields(config)  # before the workdir is made: a bad value leaves nothing
     tf.io.gfile.makedirs(workdir)  # the demo data are made inside it
     config = demo_data.prepare(config, workdir)
   validate(config, jax.process_count())
