@@ -61,13 +61,14 @@ _LAPTOP = {
     "model.hidden_size": 128, "model.num_attention_heads": 4, "model.intermediate_size": 512,
     "model.embedding_size": 64, "model.num_hidden_layers": 4,
     "model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0,
-    "data.max_seq_length": 64, "data.max_predictions_per_seq": 10, "data.dupe_factor": 2,
-    "data.shuffle_buffer_size": 2000,
-    "training.global_batch_size": 32, "training.total_steps": 500,
-    "training.log_every_steps": 50, "training.eval_every_steps": 100,
+    "data.max_seq_length": 64, "data.max_predictions_per_seq": 10, "data.dupe_factor": 3,
+    "data.shuffle_buffer_size": 2000, "data.dynamic_masking": True,
+    "data.single_segment_negatives": "skip",
+    "training.global_batch_size": 64, "training.total_steps": 600,
+    "training.log_every_steps": 100, "training.eval_every_steps": 200,
     "training.eval_batch_size": 64, "training.eval_max_batches": 8,
-    "training.checkpoint_every_steps": 250, "training.keep_checkpoints": 1,
-    "optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 50,
+    "training.checkpoint_every_steps": 300, "training.keep_checkpoints": 1,
+    "optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 100,
 }
 REHEARSALS = {
     "table5": Rehearsal((), _LAPTOP, "ALBERT-base's all-shared layers and E < H at the demo's "
@@ -136,7 +137,8 @@ def order_only_records(root: str, config: ml_collections.ConfigDict) -> str:
       f"--random_seed={launch.DATA_SEED + 1}", "--overwrite", "--progress=false",
       f"--max_seq_length={d.max_seq_length}", f"--dupe_factor={d.dupe_factor}",
       f"--max_predictions_per_seq={d.max_predictions_per_seq}",
-      "--single_segment_negatives=skip", "--random_next_sentence=false"])
+      "--single_segment_negatives=skip", "--random_next_sentence=false",
+      f"--masking={'none' if d.dynamic_masking else 'static'}"])  # as the runs read their data
   if status:
     raise RuntimeError(f"creating the order-only SOP records in {output} failed")
   return os.path.join(output, "*.tfrecord")
@@ -243,9 +245,8 @@ def write_table(sweep: sweeps.Sweep, table: list[dict], majority: dict[str, floa
   lines += ["", "Always answering the majority label scores "
             + ", ".join(f"{100 * v:.1f}% on the {LABELS[k]} set" for k, v in majority.items())
             + " (the sets' label balance); MLM accuracy is on the SOP set's masked tokens. The "
-            "SOP set is made as the official generator makes it: after a one-chunk document the "
-            "second segment comes from a random document (label 1); the order-only set drops "
-            "those pairs."]
+            "SOP set is made with the runs' data.single_segment_negatives; the order-only set "
+            "never has random-document pairs."]
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return path
