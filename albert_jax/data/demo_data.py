@@ -31,6 +31,11 @@ from albert_jax.data import tokenization
 SETTINGS_FILE = "prepare_settings.json"
 SPM_SETTINGS_FILE = "spm_settings.json"
 
+
+def _bool_flag(value: Any) -> str:
+  return str(bool(value)).lower()
+
+
 # Config field -> create_pretraining_data flag and how the value is written there. The same table
 # builds the command line and the record of the settings, so a field passed on to the generator
 # cannot be left out of the check. --num_workers is not in it: the output is byte-identical for any
@@ -40,9 +45,9 @@ _FLAGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("max_predictions_per_seq", "max_predictions_per_seq", str),
     ("dupe_factor", "dupe_factor", str),
     ("dynamic_masking", "masking", lambda v: "none" if v else "static"),
-    ("random_next_sentence", "random_next_sentence", lambda v: str(bool(v)).lower()),
-    ("do_lower_case", "do_lower_case", lambda v: str(bool(v)).lower()),
-    ("keep_accents", "keep_accents", lambda v: str(bool(v)).lower()),
+    ("random_next_sentence", "random_next_sentence", _bool_flag),
+    ("do_lower_case", "do_lower_case", _bool_flag),
+    ("keep_accents", "keep_accents", _bool_flag),
     ("preprocessing", "preprocessing", str),
     ("single_segment_negatives", "single_segment_negatives", str),
 )

@@ -31,12 +31,13 @@ Command line:
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from absl import flags as absl_flags
 import numpy as np
@@ -219,7 +220,7 @@ def text_options(data: Mapping) -> dict:
                                                "config field 'data.preprocessing'")}
 
 
-def _iter_training_sentences(files: Sequence[str], options: dict,
+def _iter_training_sentences(files: Sequence[str], normalize: Callable[[str], str],
                              invalid: dict[str, int]) -> Iterator[str]:
   """Preprocessed non-empty lines; `invalid` counts, per file, the lines with invalid UTF-8 (their
   bad bytes become U+FFFD)."""
@@ -231,9 +232,7 @@ def _iter_training_sentences(files: Sequence[str], options: dict,
         except UnicodeDecodeError:
           invalid[path] = invalid.get(path, 0) + 1
           line = raw.decode("utf-8", errors="replace")
-        line = preprocess_text(line, lower=options["do_lower_case"],
-                               keep_accents=options["keep_accents"],
-                               preprocessing=options["preprocessing"])
+        line = normalize(line)
         if line:
           yield line
 
@@ -264,8 +263,8 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
   if unknown:
     raise ValueError(f"unknown trainer flag(s) {sorted(unknown)}; allowed: {sorted(OFFICIAL_TRAINER_FLAGS)}")
   flags = {**OFFICIAL_TRAINER_FLAGS, **overrides}
-  options = {"do_lower_case": do_lower_case, "keep_accents": keep_accents,
-             "preprocessing": check_preprocessing(preprocessing)}
+  normalize = functools.partial(preprocess_text, lower=do_lower_case, keep_accents=keep_accents,
+                                preprocessing=check_preprocessing(preprocessing))
   out_dir = os.path.dirname(output_prefix)
   created = bool(out_dir) and not os.path.isdir(out_dir)
   if created:
@@ -274,7 +273,7 @@ def train_model(input_files: Sequence[str], output_prefix: str, *, vocab_size: i
   invalid: dict[str, int] = {}
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_iter_training_sentences(input_files, options, invalid),
+        sentence_iterator=_iter_training_sentences(input_files, normalize, invalid),
         model_prefix=output_prefix, vocab_size=vocab_size, minloglevel=2,
         num_threads=os.cpu_count(), **flags)
   except RuntimeError as e:  # e.g. "[!sentences_.empty()]": no usable sentence in the input
