@@ -1,6 +1,6 @@
 """Attention implementations (albert_jax/model/attention.py): each fused one equals the xla reference.
 
-Splash runs in Pallas interpret mode on the CPU; cuDNN cannot run here, so the GPU branch of
+Splash and fused_tpu run in Pallas interpret mode on the CPU; cuDNN cannot run here, so the GPU branch of
 `dot_product_attention` is covered by its dispatch and its padding conversion only.
 """
 
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh
 
-from albert_jax.model import attention
+from albert_jax.model import attention, fused_attention
 from albert_jax.model import modeling
 from albert_jax.train import partitioning
 from albert_jax.model.config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUSED = ("dot_product_attention", "splash")
+FUSED = ("dot_product_attention", "splash", "fused_tpu")
 # bfloat16 has an 8-bit mantissa: outputs of order 1 agree to a few of its ulps.
 TOLERANCE = {jnp.float32: 2e-5, jnp.bfloat16: 3e-2}
 
@@ -93,9 +93,12 @@ def test_all_padding_row_is_the_official_unmasked_average():
   q, k, v = qkv(jnp.float32)
   mask = padded_mask(3, 128)
   unmasked = core("xla", jnp.float32, jnp.ones_like(mask))(q, k, v)
+  official = core("xla", jnp.float32, mask)(q, k, v)
   for impl in FUSED:
     out = core(impl, jnp.float32, mask)(q, k, v)
-    np.testing.assert_allclose(out[-1], unmasked[-1], atol=2e-5)
+    # fused_tpu adds the official -10000 itself, so it matches xla's float32 rounding of it.
+    expected = official if impl == "fused_tpu" else unmasked
+    np.testing.assert_allclose(out[-1], expected[-1], atol=2e-5)
 
 
 def tiny_config(impl, **overrides):
@@ -140,7 +143,8 @@ def test_model_with_fused_attention_equals_xla(impl, dtype):
                                atol=tol * 10 * scale, rtol=0)
 
 
-def test_splash_under_a_sharded_mesh_equals_xla():
+@pytest.mark.parametrize("impl", ["splash", "fused_tpu"])
+def test_pallas_kernel_under_a_sharded_mesh_equals_xla(impl):
   # data x fsdp x tensor = 2 x 2 x 2: the kernel runs per (batch, heads) shard under shard_map.
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), partitioning.MESH_AXES,
               axis_types=(AxisType.Auto,) * 3)
@@ -148,9 +152,9 @@ def test_splash_under_a_sharded_mesh_equals_xla():
   mask = padded_mask(4, 128)
   expected = core("xla", jnp.float32, mask)(q, k, v)
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.DEFAULT_RULES):
-    out = jax.jit(core("splash", jnp.float32, mask))(q, k, v)
+    out = jax.jit(core(impl, jnp.float32, mask))(q, k, v)
     # The batch of 1 that initialization traces does not divide the batch axes: replicated.
-    single = jax.jit(core("splash", jnp.float32, mask[:1]))(q[:1], k[:1], v[:1])
+    single = jax.jit(core(impl, jnp.float32, mask[:1]))(q[:1], k[:1], v[:1])
   assert_close(out, expected, jnp.float32, mask)
   assert_close(single, expected[:1], jnp.float32, mask[:1])
 
@@ -164,10 +168,11 @@ TPU, H100, AMD, CPU = (device("tpu", "TPU v5 lite"), device("gpu", "NVIDIA H100 
 
 
 @pytest.mark.parametrize("dev,dtype,seq_len,dropout,expected", [
-    (TPU, "bfloat16", 512, False, "splash"),
-    (TPU, "float32", 128, False, "splash"),
-    (TPU, "bfloat16", 384, False, "splash"),
-    (TPU, "bfloat16", 100, False, "xla"),          # splash tiles the sequence by 128
+    (TPU, "bfloat16", 512, False, "fused_tpu"),
+    (TPU, "float32", 128, False, "fused_tpu"),
+    (TPU, "bfloat16", 384, False, "fused_tpu"),
+    (TPU, "bfloat16", 1024, False, "splash"),      # longer than fused_tpu's scores in VMEM
+    (TPU, "bfloat16", 100, False, "xla"),          # the TPU kernels tile the sequence by 128
     (TPU, "bfloat16", 512, True, "xla"),           # attention dropout active (v1 presets)
     (H100, "bfloat16", 512, False, "dot_product_attention"),
     (H100, "float16", 100, False, "dot_product_attention"),
@@ -181,7 +186,7 @@ def test_auto_picks_the_platform_kernel(dev, dtype, seq_len, dropout, expected):
                            device=dev) == expected
 
 
-@pytest.mark.parametrize("impl", ["xla", "dot_product_attention", "splash"])
+@pytest.mark.parametrize("impl", ["xla", "dot_product_attention", "splash", "fused_tpu"])
 def test_an_explicit_choice_is_kept(impl):
   assert attention.resolve(impl, dtype="float32", seq_len=100, dropout_active=False,
                            device=TPU) == impl
@@ -214,6 +219,20 @@ def test_splash_on_a_tpu_needs_a_multiple_of_128():
     attention.splash_attention(q, k, v, jnp.ones((3, 96), jnp.int32), device=TPU)
 
 
+def test_fused_tpu_on_a_tpu_takes_multiples_of_128_up_to_512():
+  for length in (96, 1024):
+    q, k, v = qkv(jnp.float32, length=length)
+    with pytest.raises(ValueError, match=rf"'attention_impl'='fused_tpu'.*up to 512, got {length}"):
+      attention.fused_tpu_attention(q, k, v, jnp.ones((3, length), jnp.int32), device=TPU)
+
+
+@pytest.mark.parametrize("heads,head_dim,expected", [
+    (12, 64, 2), (16, 64, 2), (64, 64, 2), (16, 32, 4), (4, 256, 1), (2, 16, 2), (3, 64, 3)])
+def test_fused_tpu_blocks_fill_128_lanes(heads, head_dim, expected):
+  # (2, 16) and (3, 64): no group fills a multiple of 128 lanes, so one block takes every head.
+  assert fused_attention.heads_per_block(heads, head_dim) == expected
+
+
 def test_cudnn_takes_right_padded_masks_only():
   left_padded = jnp.asarray([[0, 0, 1, 1]])
   with pytest.raises(ValueError, match="right-padded"):
@@ -238,17 +257,21 @@ shardings, state, batch, rng = job.abstract_step_args()
 compiled = trainer.compile_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
                                 batch, rng)
 text = compiled.as_text()
-print("splash kernels:", text.count("custom_call_target=\\"tpu_custom_call\\""),
-      "fwd" if "splash_mha_fwd" in text else "", "bwd" if "splash_mha_dkv" in text else "")
+print("kernels:", text.count("custom_call_target=\\"tpu_custom_call\\""),
+      *[name for name in ("splash_mha_fwd", "splash_mha_dkv", "albert_fused_attention_fwd",
+                          "albert_fused_attention_bwd") if name in text])
 """
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu")
-@pytest.mark.parametrize("impl", ["splash", "auto"])
-def test_train_step_with_splash_compiles_for_a_tpu_topology(impl):
+@pytest.mark.parametrize("impl,kernels", [
+    ("splash", "splash_mha_fwd splash_mha_dkv"),
+    ("fused_tpu", "albert_fused_attention_fwd albert_fused_attention_bwd"),
+    ("auto", "albert_fused_attention_fwd albert_fused_attention_bwd")])
+def test_train_step_with_a_pallas_kernel_compiles_for_a_tpu_topology(impl, kernels):
   # Compile only (libtpu on the CPU), on a data x tensor mesh: the kernel runs per shard, and
-  # `auto` resolves to splash from the mesh's devices although this host is a CPU.
+  # `auto` resolves to fused_tpu from the mesh's devices although this host is a CPU.
   result = subprocess.run([sys.executable, "-c", AOT_SCRIPT, impl], cwd=REPO, capture_output=True,
                           text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "splash kernels: 2 fwd bwd" in result.stdout, result.stdout
+  assert f"kernels: 2 {kernels}" in result.stdout, result.stdout

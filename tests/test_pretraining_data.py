@@ -86,6 +86,31 @@ def test_records_readable_by_tensorflow_and_back(tmp_path):
   assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
 
 
+
+def test_framing_check_counts_records_and_finds_truncation_and_damaged_headers(tmp_path):
+  payloads = [records.encode_example({"x": np.arange(n)}) for n in (1, 5, 300)]
+  path = tmp_path / "r.tfrecord"
+  records.write_records_atomically(str(path), payloads)
+  good = path.read_bytes()
+  assert records.check_framing(str(path)) == 3
+  (tmp_path / "empty.tfrecord").write_bytes(b"")
+  assert records.check_framing(str(tmp_path / "empty.tfrecord")) == 0
+  second = len(records.frame_record(payloads[0]))
+  for name, data, match in [
+      ("mid_record", good[:-3], r"ends inside record 3 \(3 bytes missing\)"),
+      ("mid_header", good[:second + 5], f"header of record 2 \\(byte {second} of {second + 5}"),
+      ("header", good[:second] + bytes([good[second] ^ 1]) + good[second + 1:],
+       f"record 2 has a damaged length header \\(byte {second}\\)")]:
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=match):
+      records.check_framing(str(tmp_path / name))
+  # Damaged data keeps the framing: the reader's data checksum finds it.
+  flipped = good[:-10] + bytes([good[-10] ^ 1]) + good[-9:]
+  (tmp_path / "data").write_bytes(flipped)
+  assert records.check_framing(str(tmp_path / "data")) == 3
+  with pytest.raises(ValueError, match="corrupt TFRecord data checksum"):
+    list(records.read_records(str(tmp_path / "data")))
+
 # --- instance structure ---------------------------------------------------------------------------
 
 def test_segments_and_special_tokens(static_examples):

@@ -49,6 +49,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from albert_jax import fileio
 from albert_jax.command_line import InputError
 from albert_jax.data import masking, pretraining_data, records, tokenization
 
@@ -163,14 +164,21 @@ def _check_example(path: str, data: bytes, max_seq_length: int, max_predictions_
 def check_record_file(path: str, max_seq_length: int, max_predictions_per_seq: int,
                       token_only: bool) -> bool:
   """Fails early, naming the file and field, if the first record does not match the expected
-  features; returns whether the file holds any record.
+  features or (a local file) its record framing is damaged or truncated; returns whether the file
+  holds any record.
 
   token_only: dynamic masking is on, so the records must be token-only (`--masking=none`).
   """
   first = _first_record(path)
-  if first is not None:
-    _check_example(path, first, max_seq_length, max_predictions_per_seq, token_only)
-  return first is not None
+  if first is None:
+    return False
+  _check_example(path, first, max_seq_length, max_predictions_per_seq, token_only)
+  if not fileio.is_uri(path):  # remote files: a read per record would cost a round trip each
+    try:
+      records.check_framing(path)
+    except ValueError as e:
+      raise InputError(f"{e}; recreate it with create_pretraining_data") from None
+  return True
 
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int,

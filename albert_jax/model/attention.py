@@ -1,4 +1,4 @@
-"""The attention core, softmax(Q K^T / sqrt(d) + mask) V, in three implementations.
+"""The attention core, softmax(Q K^T / sqrt(d) + mask) V, in four implementations.
 
 `model.attention_impl` picks one:
 
@@ -9,14 +9,17 @@
   splash                 the Pallas TPU splash (flash) attention kernel that ships with jax
                          (jax.experimental.pallas.ops.tpu.splash_attention), run per shard under
                          the mesh by shard_map over batch and heads; interpret mode on a CPU.
+  fused_tpu              our Pallas TPU kernel for sequences of up to 512 tokens: a whole row of
+                         scores in VMEM, no log-sum-exp residual, no layout transposes
+                         (albert_jax/model/fused_attention.py); per shard like splash.
   auto                   the platform's fused kernel where the config and the shapes allow it
                          (see `resolve`), else xla.
 
 Padding has the official semantics in all of them: a key whose mask is 0 gets probability 0. A
 sequence whose mask is all 0 (an all-padding row of a padded eval batch) keeps the official
-result: -10000 added to every score is no mask at all, so the fused kernels see every key as
-valid there (a fused kernel would otherwise divide by a zero sum). The fused kernels have no
-attention-probability dropout: model_config refuses an explicit fused choice with
+result: -10000 added to every score is no mask at all, so splash and cuDNN see every key as
+valid there (they would otherwise divide by a zero sum); fused_tpu adds the official bias itself.
+The fused kernels have no attention-probability dropout: model_config refuses an explicit fused choice with
 `attention_probs_dropout_prob` > 0, and `auto` uses xla whenever that dropout is active.
 """
 
@@ -73,16 +76,18 @@ def _is_nvidia(device: Any) -> bool:
 
 def resolve(impl: str, *, dtype: str, seq_len: int, dropout_active: bool,
             device: Optional[Any] = None) -> str:
-  """The implementation `impl` runs as: `auto` becomes splash on a TPU (T a multiple of 128),
-  dot_product_attention on an NVIDIA GPU (bf16/fp16, the dtypes cuDNN's flash kernel takes) and
-  xla elsewhere or while attention dropout is active; an explicit choice stays."""
+  """The implementation `impl` runs as: `auto` becomes fused_tpu on a TPU (T a multiple of 128,
+  at most 512; splash for longer T), dot_product_attention on an NVIDIA GPU (bf16/fp16, the
+  dtypes cuDNN's flash kernel takes) and xla elsewhere or while attention dropout is active; an
+  explicit choice stays."""
   if impl != "auto":
     return impl
   device = _target_device() if device is None else device
   if dropout_active:
     return "xla"
   if device.platform == "tpu" and seq_len % 128 == 0:
-    return "splash"
+    from albert_jax.model import fused_attention  # pylint: disable=g-import-not-at-top
+    return "fused_tpu" if fused_attention.supports(seq_len) else "splash"
   if _is_nvidia(device) and dtype in _CUDNN_DTYPES:
     return "dot_product_attention"
   return "xla"
@@ -181,21 +186,38 @@ def _shard_spec(mesh, names: tuple[Optional[str], ...], shape: tuple[int, ...]) 
   return P(*out)
 
 
+def _per_shard(local: Callable[..., Array], q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """`local(q, k, v, mask)` of [B, T, heads, head_dim] q, k, v and a [B, T] mask; under a mesh,
+  per (batch, heads) shard (a Pallas kernel sees only its shard)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return local(q, k, v, mask)
+  qkv_spec = _shard_spec(mesh, ("act_batch", None, "heads", None), q.shape)
+  mask_spec = P(qkv_spec[0], None)
+  return jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, mask_spec),
+                       out_specs=qkv_spec, check_vma=False)(q, k, v, mask)
+
+
 def splash_attention(q: Array, k: Array, v: Array, attention_mask: Array,
                      device: Optional[Any] = None) -> Array:
   """Splash attention of [B, T, heads, head_dim] q, k, v; under a mesh, per (batch, heads) shard."""
   device = _target_device() if device is None else device
+  local = functools.partial(_splash_local, interpret=device.platform != "tpu")
+  return _per_shard(local, q, k, v, valid_keys(attention_mask))
+
+
+def fused_tpu_attention(q: Array, k: Array, v: Array, attention_mask: Array,
+                        device: Optional[Any] = None) -> Array:
+  """fused_attention's kernel on [B, T, heads, head_dim] q, k, v; per (batch, heads) shard."""
+  from albert_jax.model import fused_attention  # pylint: disable=g-import-not-at-top
+  device = _target_device() if device is None else device
   interpret = device.platform != "tpu"
-  valid = valid_keys(attention_mask)
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1:
-    return _splash_local(q, k, v, valid, interpret)
-  qkv_spec = _shard_spec(mesh, ("act_batch", None, "heads", None), q.shape)
-  mask_spec = P(qkv_spec[0], None)
-  local = jax.shard_map(functools.partial(_splash_local, interpret=interpret), mesh=mesh,
-                        in_specs=(qkv_spec, qkv_spec, qkv_spec, mask_spec), out_specs=qkv_spec,
-                        check_vma=False)
-  return local(q, k, v, valid)
+  if not interpret and not fused_attention.supports(q.shape[1]):
+    raise ValueError(f"model config field 'attention_impl'='fused_tpu' takes sequence lengths "
+                     f"that are multiples of 128 up to {fused_attention.MAX_SEQ_LEN}, got "
+                     f"{q.shape[1]}; use 'auto' or 'splash'")
+  local = functools.partial(fused_attention.fused_attention, interpret=interpret)
+  return _per_shard(local, q, k, v, attention_mask)
 
 
 def attend(impl: str, q: Array, k: Array, v: Array, attention_mask: Array,
@@ -207,4 +229,6 @@ def attend(impl: str, q: Array, k: Array, v: Array, attention_mask: Array,
     return dot_product_attention(q, k, v, attention_mask)
   if impl == "splash":
     return splash_attention(q, k, v, attention_mask)
+  if impl == "fused_tpu":
+    return fused_tpu_attention(q, k, v, attention_mask)
   raise ValueError(f"model config field 'attention_impl'={impl!r}; allowed: {ATTENTION_IMPLS}")

@@ -20,8 +20,8 @@ import ml_collections
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_exact", "relu", "tanh", "silu")
 LAYER_SHARING = ("all", "attention", "ffn", "none")
 # `attention_impl` values (albert_jax/model/attention.py); the fused ones have no attention dropout.
-ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "splash")
-FUSED_ATTENTION = ("dot_product_attention", "splash")
+ATTENTION_IMPLS = ("auto", "xla", "dot_product_attention", "splash", "fused_tpu")
+FUSED_ATTENTION = ("dot_product_attention", "splash", "fused_tpu")
 DTYPES = ("float32", "bfloat16", "float16")
 # Residuals kept by the "matmul_and_layernorm_inputs" remat policy: the operands the backward
 # matmuls need and the LayerNorm inputs (tagged with `checkpoint_name` in modeling.py). LayerNorms,

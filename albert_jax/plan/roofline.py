@@ -116,8 +116,8 @@ def report_lines(r: Roofline, spec: tpu_specs.TpuSpec) -> list[str]:
       f"  intensity       {r.intensity:.3g} FLOP/byte, {side} the chip's ridge of "
       f"{r.ridge:.0f} (peak / bandwidth): {r.bound}-bound",
       f"  MFU ceiling     {r.mfu_ceiling:.1%} = analytic FLOPs / (max(compute, HBM time) x peak)"
-  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls (e.g. splash attention): cost_analysis() "
-        "does not see their FLOPs, so XLA FLOPs and compute time are undercounted"]
+  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls (splash or fused_tpu attention): "
+        "cost_analysis() does not see their FLOPs, so XLA FLOPs and compute time are undercounted"]
        if r.kernel_calls else [])
 
 
