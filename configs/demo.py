@@ -33,8 +33,9 @@ def get_config(arg=None):
   c.data.max_seq_length = 64
   c.data.max_predictions_per_seq = 10
   # Three passes over the text, each cut into other sentence pairs with other SOP draws (the
-  # generator's --dupe_factor, official default 40; eval too): with one pass the run read the same 12k pairs 6 times and
-  # held-out SOP loss rose after step 400. The run reads the 37k pairs about twice.
+  # generator's --dupe_factor, official default 40; eval too): with one pass the run read the
+  # same 12k pairs 6 times and held-out SOP loss rose after step 400. The run reads the 37k pairs
+  # about twice.
   c.data.dupe_factor = 3
   # Token-only records masked anew at every read, so that no pair is seen twice with one mask.
   c.data.dynamic_masking = True

@@ -50,8 +50,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("breakdown", False, "speed: also time the forward pass, forward + backward, "
                     "and the step's dense matmuls and attention core alone")
   flags.DEFINE_list("attention_impls", [], "speed: one run and one table row per "
-                    "model.attention_impl (auto, xla, dot_product_attention, splash, fused_tpu); empty: the "
-                    "config's own")
+                    "model.attention_impl (auto, xla, dot_product_attention, splash, fused_tpu); "
+                    "empty: the config's own")
   flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
   flags.mark_flags_as_required(["config"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Mapping
+from typing import Optional
 
 import google_crc32c
 import numpy as np
@@ -177,6 +178,12 @@ def write_records_atomically(path: str, records: list[bytes]) -> int:
   return size
 
 
+def _header_length(header: bytes) -> Optional[int]:
+  """The record length a 12-byte TFRecord header holds; None when its checksum does not match."""
+  length, (crc,) = _LENGTH.unpack(header[:8])[0], _CRC.unpack(header[8:])
+  return length if _masked_crc(header[:8]) == crc else None
+
+
 def check_framing(path: str) -> int:
   """The number of records in a local TFRecord file, walking only its record headers; a damaged
   length header, or a file that ends inside a record (an interrupted copy or write), is a
@@ -195,9 +202,10 @@ def check_framing(path: str) -> int:
       if len(header) < 12:
         raise ValueError(f"{path}: ends inside the header of record {count + 1} (byte {offset} "
                          f"of {size}): the file is truncated")
-      if _masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
+      length = _header_length(header)
+      if length is None:
         raise ValueError(f"{path}: record {count + 1} has a damaged length header (byte {offset})")
-      offset += 12 + _LENGTH.unpack(header[:8])[0] + 4
+      offset += 12 + length + 4
       count += 1
   if offset > size:
     raise ValueError(f"{path}: ends inside record {count} ({offset - size} bytes missing): the "
@@ -214,14 +222,14 @@ def read_records(path: str) -> Iterator[bytes]:
         return
       if len(header) < 12:
         raise ValueError(f"{path}: truncated TFRecord header")
-      (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
-      if _masked_crc(header[:8]) != length_crc:
+      length = _header_length(header)
+      if length is None:
         raise ValueError(f"{path}: corrupt TFRecord length checksum")
       data = f.read(length)
       footer = f.read(4)
       if len(data) < length or len(footer) < 4:
         raise ValueError(f"{path}: truncated TFRecord")
-      if _masked_crc(data) != struct.unpack("<I", footer)[0]:
+      if _masked_crc(data) != _CRC.unpack(footer)[0]:
         raise ValueError(f"{path}: corrupt TFRecord data checksum")
       yield data
 

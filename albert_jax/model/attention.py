@@ -19,8 +19,8 @@ Padding has the official semantics in all of them: a key whose mask is 0 gets pr
 sequence whose mask is all 0 (an all-padding row of a padded eval batch) keeps the official
 result: -10000 added to every score is no mask at all, so splash and cuDNN see every key as
 valid there (they would otherwise divide by a zero sum); fused_tpu adds the official bias itself.
-The fused kernels have no attention-probability dropout: model_config refuses an explicit fused choice with
-`attention_probs_dropout_prob` > 0, and `auto` uses xla whenever that dropout is active.
+The fused kernels have no attention-probability dropout: model_config refuses an explicit fused
+choice with `attention_probs_dropout_prob` > 0, and `auto` uses xla whenever that dropout is active.
 """
 
 from __future__ import annotations

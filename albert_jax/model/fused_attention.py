@@ -32,6 +32,8 @@ Array = jax.Array
 
 MAX_SEQ_LEN = 512  # the scores of a head stay in VMEM up to here (ALBERT's position table)
 _LANES = 128
+_X_YT = (((1,), (1,)), ((), ()))  # dot_general dimensions of x @ y^T
+_XT_Y = (((0,), (0,)), ((), ()))  # x^T @ y
 
 
 def heads_per_block(heads: int, head_dim: int) -> int:
@@ -48,7 +50,7 @@ def supports(seq_len: int) -> bool:
 
 def _probs(q: Array, k: Array, bias: Array, scale: float) -> Array:
   """Float32 softmax of one head's [T, T] scores (the xla reference's arithmetic)."""
-  s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  s = jax.lax.dot_general(q, k, _X_YT, preferred_element_type=jnp.float32)
   s = s / scale + bias
   e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
   return e / jnp.sum(e, axis=-1, keepdims=True)
@@ -71,17 +73,16 @@ def _forward_kernel(mask_ref, q_ref, k_ref, v_ref, o_ref, *, head_dim: int):
 def _backward_kernel(mask_ref, q_ref, k_ref, v_ref, do_ref, dq_ref, dk_ref, dv_ref, *,
                      head_dim: int):
   bias, scale = _bias(mask_ref), math.sqrt(head_dim)
-  nt = (((0,), (0,)), ((), ()))  # contract the query axis: p^T @ x
   for start in range(0, q_ref.shape[-1], head_dim):
     head = slice(start, start + head_dim)
     q, k, v, do = q_ref[:, head], k_ref[:, head], v_ref[:, head], do_ref[:, head]
     p = _probs(q, k, bias, scale)
-    dv_ref[:, head] = jax.lax.dot_general(p.astype(do.dtype), do, nt,
+    dv_ref[:, head] = jax.lax.dot_general(p.astype(do.dtype), do, _XT_Y,
                                           preferred_element_type=jnp.float32).astype(dv_ref.dtype)
-    dp = jax.lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    dp = jax.lax.dot_general(do, v, _X_YT, preferred_element_type=jnp.float32)
     ds = (p * (dp - jnp.sum(p * dp, axis=-1, keepdims=True)) / scale).astype(q.dtype)
     dq_ref[:, head] = jnp.dot(ds, k, preferred_element_type=jnp.float32).astype(dq_ref.dtype)
-    dk_ref[:, head] = jax.lax.dot_general(ds, q, nt,
+    dk_ref[:, head] = jax.lax.dot_general(ds, q, _XT_Y,
                                           preferred_element_type=jnp.float32).astype(dk_ref.dtype)
 
 
