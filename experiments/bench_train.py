@@ -37,7 +37,7 @@ from albert_jax.train import metrics
 from albert_jax.train import partitioning
 from albert_jax.train import pretrain
 from albert_jax.train import step as trainer
-from albert_jax.model.config import ModelConfig
+from albert_jax.model.config import ATTENTION_IMPLS, ModelConfig
 
 from experiments import step_parts
 
@@ -50,8 +50,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("breakdown", False, "speed: also time the forward pass, forward + backward, "
                     "and the step's dense matmuls and attention core alone")
   flags.DEFINE_list("attention_impls", [], "speed: one run and one table row per "
-                    "model.attention_impl (auto, xla, dot_product_attention, splash, fused_tpu); "
-                    "empty: the config's own")
+                    f"model.attention_impl ({', '.join(ATTENTION_IMPLS)}); empty: the config's "
+                    "own")
   flags.DEFINE_list("depths", ["12", "24", "48"], "depths for the `depth` benchmark")
   flags.mark_flags_as_required(["config"])
 

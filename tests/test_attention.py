@@ -1,7 +1,7 @@
 """Attention implementations (albert_jax/model/attention.py): each fused one equals the xla reference.
 
-Splash and fused_tpu run in Pallas interpret mode on the CPU; cuDNN cannot run here, so the GPU branch of
-`dot_product_attention` is covered by its dispatch and its padding conversion only.
+Splash and fused_tpu run in Pallas interpret mode on the CPU; cuDNN cannot run here, so the GPU
+branch of `dot_product_attention` is covered by its dispatch and its padding conversion only.
 """
 
 import importlib.util

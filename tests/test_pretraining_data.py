@@ -86,7 +86,6 @@ def test_records_readable_by_tensorflow_and_back(tmp_path):
   assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
 
 
-
 def test_framing_check_counts_records_and_finds_truncation_and_damaged_headers(tmp_path):
   payloads = [records.encode_example({"x": np.arange(n)}) for n in (1, 5, 300)]
   path = tmp_path / "r.tfrecord"
