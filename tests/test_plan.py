@@ -42,13 +42,15 @@ def test_tiny_config_compiles_for_v5e_and_fits():
     assert f"  {row}" in out
   assert "-> FITS: margin" in out
   assert "cost_analysis()" in out and "analytic / XLA" in out
-  assert "compiled with every loop unrolled" in out
+  assert "each loop body counted as often as it runs" in out
   assert "tokens/s" in out and "125000 steps (training.total_steps)" in out
-  # The roofline of the unrolled copy, labelled as the compiler's estimate.
+  # The roofline of the compiled step, labelled as the compiler's estimate; the forward and the
+  # backward depth scans of the tiny model's 2 layers each counted twice.
   section = out.split("Roofline (the compiler's estimate, not a measurement)\n")[1]
   for row in ("XLA FLOPs", "bytes accessed", "compute-bound", "HBM-bound", "intensity",
               "MFU ceiling"):
     assert f"  {row}" in section, row
+  assert "(cost_analysis() of the step, loop bodies counted 2, 2 times)" in section
   assert "819 GB/s per device" in section and "the chip's ridge of 241" in section
 
 
@@ -63,7 +65,7 @@ def test_huge_batch_does_not_fit_and_a_variant_is_suggested():
   out = result.stdout
   assert "DOES NOT FIT: XLA needs" in out
   # Full FSDP is cheaper but cannot help (the weights are tiny); accumulation over 2 does, with
-  # the compiler's estimate from its unrolled copy.
+  # the compiler's estimate.
   tried = out.split("Variants tried, cheapest first")[1].split("\n\n")[0].splitlines()[1:]
   assert len(tried) == 2
   assert tried[0].startswith("  --config.partitioning.mesh.data=1 --config.partitioning.mesh."
@@ -82,7 +84,7 @@ def test_multislice_puts_the_data_axis_across_slices():
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Plan for v5e:2x2 x 2 slices: TPU v5 lite, 8 chips, 8 devices, 2 hosts" in result.stdout
   assert "the data axis spans the slices" in result.stdout
-  # No unrolled copy: the rolled step's XLA FLOPs, and no roofline.
+  # No roofline: the step's XLA FLOPs as cost_analysis() counts them, and no roofline.
   assert "(it counts a loop body once)" in result.stdout
   assert "Roofline (the compiler's estimate, not a measurement)\n  not available: off " \
          "(--noroofline)" in result.stdout
@@ -171,7 +173,7 @@ def test_the_fastest_fitting_variant_is_chosen_cheapest_first_on_ties():
   assert plan.choose([_attempt(fits=False, step=0.5), slow, fast]) is fast
   tie = _attempt(step=1.0 + plan.ROOFLINE_TIE / 2)  # cheaper and as fast: it wins
   assert plan.choose([slow, tie, fast]) is tie
-  unknown = _attempt()  # no estimate (the unrolled copy did not compile): last resort
+  unknown = _attempt()  # no estimate (a loop that could not be counted): last resort
   assert plan.choose([unknown, slow]) is slow and plan.choose([unknown]) is unknown
   assert plan.choose([_attempt(fits=False)]) is None
 
@@ -181,7 +183,7 @@ def test_search_stops_at_fewer_microbatches_and_max_variants(monkeypatch):
   first = plan.Attempt(overrides={}, mesh={"data": 4, "fsdp": 1, "tensor": 1})
   compiled = []
 
-  def fake_compile(config, overrides, devices, spec, pool=None):
+  def fake_compile(config, overrides, devices, spec, analytic_per_device=None):
     compiled.append(overrides)
     # Accumulation over 4 fits without remat, over 2 with dots_saveable.
     k = overrides.get("training.microbatches", 1)
@@ -219,6 +221,8 @@ def test_roofline_of_albert_base_on_v5e():
   hidden = roofline.roofline(0.5 * analytic, 1e9, analytic, tpu_specs.SPECS["v5e"])
   assert hidden.compute_seconds == pytest.approx(analytic / 197e12)
   assert hidden.mfu_ceiling == pytest.approx(1.0)
+  # The intensity counts the same FLOPs: above the ridge exactly when compute-bound.
+  assert hidden.intensity == pytest.approx(analytic / 1e9) and hidden.intensity > hidden.ridge
   with pytest.raises(ValueError, match="must be positive"):
     roofline.roofline(9.39e12, 0, analytic, tpu_specs.SPECS["v5e"])
 

@@ -27,8 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        flag_values=flag_values)
     flags.DEFINE_integer("max_variants", 12, "variants to compile when the step does not fit "
                          "(0: report only)", flag_values=flag_values)
-    flags.DEFINE_bool("roofline", True, "compile an unrolled copy of each step that fits for the "
-                      "roofline (--noroofline: memory only, faster)", flag_values=flag_values)
+    flags.DEFINE_bool("roofline", True, "the roofline of each step that fits (--noroofline: "
+                      "memory only)", flag_values=flag_values)
     flags.mark_flags_as_required(["config", "topology"], flag_values=flag_values)
 
   args, positional = command_line.parse(define_flags, argv, prog=PROG, doc=planner.__doc__)

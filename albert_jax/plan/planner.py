@@ -14,12 +14,11 @@ temporaries and program (`memory_analysis()`), against the chip's HBM (albert_ja
 FLOPs per step from the analytic model and from XLA's `cost_analysis()`; the roofline; the step
 time at peak and at `--mfu`, tokens/s and the time to finish `training.total_steps`.
 
-Roofline (albert_jax/plan/roofline.py; off with --noroofline): XLA's cost_analysis() counts a loop body
-once, so a step that fits is compiled again with every loop (depth, microbatches) unrolled; that
-copy gives FLOPs and bytes accessed, the rolled step (the one training runs) gives memory. It
-compiles on a background thread beside the rolled compile of the configured step (dropped if that
-does not fit) or of the next variant; it takes longer than the rolled one (about 4x for ALBERT-base
-on 2 CPU cores). Its figures are the compiler's estimate, not a measurement.
+Roofline (albert_jax/plan/roofline.py; off with --noroofline): FLOPs and bytes accessed from XLA's
+cost_analysis() of each step that fits, the one training runs. cost_analysis() counts a loop body
+once, so each loop's body (depth, microbatches) is analyzed again on its own and counted as often
+as the loop runs (albert_jax/plan/loop_costs.py): a few seconds, no second compile. The figures are
+the compiler's estimate, not a measurement.
 
 When the step does not fit, other settings are compiled, cheapest (least extra work) first:
 (1) full FSDP (`partitioning.mesh.data=<slices>`, `fsdp=<the rest>`): no extra FLOPs, only
@@ -38,7 +37,6 @@ Exit status: 0 when the configured step fits, 2 when it does not, 1 on errors.
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -181,20 +179,17 @@ class Attempt:
   memory: dict[str, float] = dataclasses.field(default_factory=dict)  # bytes per device
   xla_flops: Optional[float] = None   # per device, cost_analysis() of the rolled step
   oom: str = ""                       # the compiler's message when it ran out of HBM
-  estimate: Optional[roofline.Roofline] = None  # from the unrolled copy; only when it fits
-  estimate_seconds: float = 0.0       # the unrolled copy's compile time
+  estimate: Optional[roofline.Roofline] = None  # only when it fits
   estimate_note: str = ""             # why a fitting step has no estimate
-  pending: Optional[concurrent.futures.Future] = dataclasses.field(default=None, repr=False)
 
   def flags(self) -> str:
     return " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
 
 
 def compile_attempt(config, overrides: dict[str, Any], devices, spec: tpu_specs.TpuSpec,
-                    pool: Optional[concurrent.futures.Executor] = None,
-                    speculate: bool = False) -> Attempt:
-  """Builds the Job for `config` + `overrides`, compiles its train step, measures it; starts the
-  unrolled copy on `pool` once it fits, or (`speculate`) alongside its compile (`plan` collects)."""
+                    analytic_per_device: Optional[float] = None) -> Attempt:
+  """Builds the Job for `config` + `overrides`, compiles its train step, measures it; with the
+  model's `analytic_per_device` FLOPs, also the roofline of a step that fits."""
   cfg = with_overrides(config, overrides)
   if cfg.data.max_seq_length > cfg.model.max_position_embeddings:
     raise PlanError(f"config field 'data.max_seq_length'={cfg.data.max_seq_length} exceeds "
@@ -205,8 +200,6 @@ def compile_attempt(config, overrides: dict[str, Any], devices, spec: tpu_specs.
   shardings, state, batch, rng = job.abstract_step_args()
   lowered = trainer.lower_step(job.jitted_train_step(shardings), job.mesh, job.rules, state,
                                batch, rng)
-  if pool is not None and speculate:
-    attempt.pending = roofline.start(pool, cfg, devices)
   compiled, attempt.seconds = trainer.try_compile(lowered)
   if isinstance(compiled, str):
     attempt.oom = compiled
@@ -224,8 +217,11 @@ def compile_attempt(config, overrides: dict[str, Any], devices, spec: tpu_specs.
       "total": ma.argument_size_in_bytes + ma.temp_size_in_bytes + other}
   attempt.fits = attempt.memory["total"] <= spec.hbm_per_device
   attempt.xla_flops = roofline.from_compiled(compiled)[0]
-  if pool is not None and attempt.fits and attempt.pending is None:
-    attempt.pending = roofline.start(pool, cfg, devices)
+  if analytic_per_device is None:
+    attempt.estimate_note = "off (--noroofline)"
+  elif attempt.fits:
+    attempt.estimate, attempt.estimate_note = roofline.estimate(compiled, spec,
+                                                                analytic_per_device)
   return attempt
 
 
@@ -256,7 +252,7 @@ def variants(config, mesh: dict[str, int], num_slices: int) -> Iterator[dict[str
 
 
 def search(config, first: Attempt, devices, spec: tpu_specs.TpuSpec, num_slices: int,
-           max_variants: int, pool: Optional[concurrent.futures.Executor] = None) -> list[Attempt]:
+           max_variants: int, analytic_per_device: Optional[float] = None) -> list[Attempt]:
   """Compiles variants of a configured step that does not fit: cheapest first, at most
   `max_variants`, and once one fits only those with fewer microbatches (module docstring)."""
   tried: list[Attempt] = []
@@ -267,7 +263,7 @@ def search(config, first: Attempt, devices, spec: tpu_specs.TpuSpec, num_slices:
       break
     if fewest is not None and k >= fewest:
       continue
-    tried.append(compile_attempt(config, overrides, devices, spec, pool))
+    tried.append(compile_attempt(config, overrides, devices, spec, analytic_per_device))
     if tried[-1].fits:
       fewest = k
   return tried
@@ -319,7 +315,7 @@ class Plan:
 def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, mfu: float = 0.5,
          max_variants: int = 12, estimate: bool = True) -> Plan:
   """Compiles the configured step for the topology and, if it does not fit, searches variants;
-  `estimate`: the roofline of the steps that fit (a second, unrolled compile of each)."""
+  `estimate`: the roofline of the steps that fit."""
   if not 0 < mfu <= 1:
     raise PlanError(f"--mfu={mfu} must be in (0, 1]")
   spec, devices = topology_devices(topology, num_slices)
@@ -327,18 +323,10 @@ def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, 
   per_example = metrics.pretraining_flops_per_example(model, config.data.max_seq_length,
                                                       config.data.max_predictions_per_seq)
   analytic = per_example * config.training.global_batch_size
-  # One worker: the unrolled copies compile one at a time, beside the main thread's compile.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
-    pool = executor if estimate else None
-    first = compile_attempt(config, {}, devices, spec, pool, speculate=True)
-    attempts = [first]
-    if not first.fits:
-      attempts += search(config, first, devices, spec, num_slices, max_variants, pool)
-    for a in attempts:  # the estimates of attempts that fit (a speculative one may be dropped)
-      future, a.pending, a.estimate_note = a.pending, None, "off (--noroofline)"
-      if future is not None and a.fits:
-        a.estimate, a.estimate_seconds, a.estimate_note = roofline.collect(
-            future, spec, analytic / len(devices))
+  per_device = analytic / len(devices) if estimate else None
+  attempts = [compile_attempt(config, {}, devices, spec, per_device)]
+  if not attempts[0].fits:
+    attempts += search(config, attempts[0], devices, spec, num_slices, max_variants, per_device)
   return Plan(topology=topology, num_slices=num_slices, spec=spec, num_devices=len(devices),
               num_hosts=len({d.process_index for d in devices}), config=config,
               attempts=attempts, analytic_flops=analytic, mfu=mfu)
@@ -377,13 +365,12 @@ def _memory_lines(a: Attempt, spec: tpu_specs.TpuSpec, available: float) -> list
 
 def _variant_lines(p: Plan) -> list[str]:
   """The variants tried and the one chosen, for a configured step that does not fit."""
-  lines = ["", "Variants tried, cheapest first (estimate: the compiler's, from the unrolled copy):"]
+  lines = ["", "Variants tried, cheapest first (estimate: the compiler's roofline):"]
   for a in p.attempts[1:]:
     result = ("does not fit" + (f" (temporaries {_gib(a.memory['temp'])})" if a.memory else "")
               if not a.fits else f"FITS, total {_gib(a.memory['total'])}; "
               + (roofline.summary(a.estimate) if a.estimate else a.estimate_note))
-    extra = f" + {a.estimate_seconds:.0f}" if a.estimate_seconds else ""
-    lines.append(f"  {a.flags()}  ->  {result} [{a.seconds:.0f}{extra} s]")
+    lines.append(f"  {a.flags()}  ->  {result} [{a.seconds:.0f} s]")
   chosen = p.chosen
   if len(p.attempts) == 1:
     lines.append("  none: the search is off (--max_variants=0)")
@@ -406,11 +393,10 @@ def _flops_lines(p: Plan, a: Attempt) -> list[str]:
   variant = " with the variant" if a.overrides else ""
   if a.estimate:
     lines += [f"  XLA       {a.estimate.flops:.3e} per device, from cost_analysis() of the step"
-              f"{variant} compiled with every loop unrolled; analytic / XLA = "
+              f"{variant}, each loop body counted as often as it runs; analytic / XLA = "
               f"{per_device / a.estimate.flops:.2f}",
-              "            XLA counts a loop body once, so the estimate comes from an unrolled "
-              "copy (layers and microbatches as straight-line code); XLA also counts elementwise "
-              "work and remat"]
+              "            (XLA counts a loop body once: each body of the compiled step analyzed "
+              "on its own, x its trip count; XLA also counts elementwise work and remat)"]
   elif a.xla_flops:  # no estimate: the rolled step's figure, each loop counted for one iteration
     lines += [f"  XLA       {a.xla_flops:.3e} per device, from cost_analysis() of the compiled step"
               f"{variant} (it counts a loop body once); analytic / XLA = "
@@ -426,15 +412,13 @@ def report(p: Plan) -> str:
   c, s, first, chosen = p.config, p.spec, p.attempts[0], p.chosen
   seq, batch = c.data.max_seq_length, c.training.global_batch_size
   dp = first.mesh["data"] * first.mesh["fsdp"]
-  unrolled = (f" (+ {first.estimate_seconds:.0f} s for the unrolled copy, in parallel)"
-              if first.estimate_seconds else "")
   lines = [f"Plan for {p.topology}" + (f" x {p.num_slices} slices" if p.num_slices > 1 else "")
            + f": {s.device_kind}, {p.num_devices // s.devices_per_chip} chips, {p.num_devices} "
            f"devices, {p.num_hosts} hosts",
            "  mesh " + " ".join(f"{k}={v}" for k, v in first.mesh.items())
            + f"; batch {batch} ({batch // dp} per data-parallel device) x seq {seq}; "
            f"model.dtype={c.model.dtype}, remat_policy={c.model.remat_policy}, "
-           f"microbatches={c.training.microbatches}; compiled in {first.seconds:.0f} s{unrolled}",
+           f"microbatches={c.training.microbatches}; compiled in {first.seconds:.0f} s",
            "", f"Memory per device (HBM {_gib(s.hbm_per_device)} per {s.device_kind} device, "
            f"{s.source})"] + _memory_lines(first, s, p.available)
   if not first.fits:

@@ -12,35 +12,32 @@ FLOPs / bytes against the chip's ridge, peak / bandwidth, says which bound appli
 
 These are the compiler's estimates, never measurements: XLA's cost model does not know about
 overlap, stalls or collectives' latency, so a real step is usually slower. XLA counts a while-loop
-body once whatever its trip count, so the figures only mean something for a program compiled with
-its loops unrolled (`start` compiles such a copy of the train step). Pallas kernels (splash
+body once whatever its trip count; `estimate` counts each loop body of the compiled step (the depth
+scan, the microbatch scan) as often as it runs (albert_jax/plan/loop_costs.py), so the figures are
+those of the program training runs, at no second compile. Pallas kernels (splash and fused_tpu
 attention) are custom calls whose FLOPs cost_analysis() does not count; the report says so.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import copy
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-import ml_collections
-
-from albert_jax.train import pretrain
+from albert_jax.plan import loop_costs
 from albert_jax.plan import tpu_specs
-from albert_jax.train import step as trainer
 
 
 @dataclasses.dataclass(frozen=True)
 class Roofline:
   """One compiled step against one chip, per device."""
 
-  flops: float                 # XLA's cost_analysis()
-  bytes_accessed: float        # XLA's cost_analysis()
+  flops: float                 # XLA's cost_analysis(), loop bodies counted as often as they run
+  bytes_accessed: float        # XLA's cost_analysis(), loop bodies counted as often as they run
   analytic_flops: float        # the model's FLOPs (matmuls), per device
   peak_flops: float            # FLOP/s per device
   hbm_bandwidth: float         # bytes/s per device
   kernel_calls: int = 0        # Pallas/Mosaic kernels in the program: opaque to cost_analysis()
+  loops: tuple[loop_costs.Loop, ...] = ()  # the while loops counted
 
   @property
   def compute_seconds(self) -> float:
@@ -59,8 +56,9 @@ class Roofline:
 
   @property
   def intensity(self) -> float:
-    """FLOPs per byte of HBM traffic."""
-    return self.flops / self.bytes_accessed
+    """FLOPs per byte of HBM traffic, of the FLOPs compute_seconds counts (so that the intensity
+    is above the ridge exactly when the step is compute-bound)."""
+    return max(self.flops, self.analytic_flops) / self.bytes_accessed
 
   @property
   def ridge(self) -> float:
@@ -78,14 +76,32 @@ class Roofline:
 
 
 def roofline(flops: float, bytes_accessed: float, analytic_flops: float,
-             spec: tpu_specs.TpuSpec, kernel_calls: int = 0) -> Roofline:
+             spec: tpu_specs.TpuSpec, kernel_calls: int = 0,
+             loops: tuple[loop_costs.Loop, ...] = ()) -> Roofline:
   """The roofline of a step of `flops` and `bytes_accessed` (XLA's, per device) on `spec`."""
   if flops <= 0 or bytes_accessed <= 0:
     raise ValueError(f"cost_analysis() gave flops={flops}, bytes accessed={bytes_accessed}: "
                      "both must be positive")
   return Roofline(flops=flops, bytes_accessed=bytes_accessed, analytic_flops=analytic_flops,
                   peak_flops=spec.peak_flops_per_device,
-                  hbm_bandwidth=spec.hbm_bandwidth_per_device, kernel_calls=kernel_calls)
+                  hbm_bandwidth=spec.hbm_bandwidth_per_device, kernel_calls=kernel_calls,
+                  loops=loops)
+
+
+def estimate(compiled: Any, spec: tpu_specs.TpuSpec,
+             analytic_per_device: float) -> tuple[Optional[Roofline], str]:
+  """(the roofline of a compiled step, each loop body counted as often as it runs, or None; why
+  there is none)."""
+  flops, bytes_accessed = from_compiled(compiled)
+  if not flops or not bytes_accessed:
+    return None, "cost_analysis() of the step gave no FLOPs or bytes"
+  text = compiled.as_text()
+  try:
+    flops, bytes_accessed, loops = loop_costs.scale(flops, bytes_accessed, text)
+  except loop_costs.LoopCostError as e:
+    return None, f"a loop of the compiled step cannot be counted: {e}"
+  kernels = text.count('custom_call_target="tpu_custom_call"')
+  return roofline(flops, bytes_accessed, analytic_per_device, spec, kernels, tuple(loops)), ""
 
 
 def from_compiled(compiled: Any) -> tuple[Optional[float], Optional[float]]:
@@ -107,55 +123,28 @@ def report_lines(r: Roofline, spec: tpu_specs.TpuSpec) -> list[str]:
   """The roofline section of albert_jax.plan's report."""
   side = "above" if r.intensity >= r.ridge else "below"
   return [
-      f"  XLA FLOPs       {r.flops:.3e} per device   (cost_analysis() of the unrolled copy)",
+      f"  XLA FLOPs       {r.flops:.3e} per device   (cost_analysis() of the step, {_loops(r)})",
       f"  bytes accessed  {r.bytes_accessed:.3e} per device   (HBM traffic as XLA counts it)",
       f"  compute-bound   {_seconds(r.compute_seconds)} per step at {r.peak_flops / 1e12:.1f} "
       "TFLOP/s (the larger of XLA's and the analytic FLOPs)",
       f"  HBM-bound       {_seconds(r.hbm_seconds)} per step at {r.hbm_bandwidth / 1e9:.0f} GB/s "
       f"per device ({spec.bandwidth_source})",
-      f"  intensity       {r.intensity:.3g} FLOP/byte, {side} the chip's ridge of "
-      f"{r.ridge:.0f} (peak / bandwidth): {r.bound}-bound",
+      f"  intensity       {r.intensity:.3g} FLOP/byte (the same FLOPs), {side} the chip's ridge "
+      f"of {r.ridge:.0f} (peak / bandwidth): {r.bound}-bound",
       f"  MFU ceiling     {r.mfu_ceiling:.1%} = analytic FLOPs / (max(compute, HBM time) x peak)"
-  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls (splash or fused_tpu attention): "
+  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls in the program (splash or fused_tpu attention): "
         "cost_analysis() does not see their FLOPs, so XLA FLOPs and compute time are undercounted"]
        if r.kernel_calls else [])
+
+
+def _loops(r: Roofline) -> str:
+  """'loop bodies counted 12, 12 times' or 'no loops'."""
+  if not r.loops:
+    return "no loops"
+  return "loop bodies counted " + ", ".join(str(l.trip_count) for l in r.loops) + " times"
 
 
 def _seconds(seconds: float) -> str:
   if seconds >= 1:
     return f"{seconds:.2f} s"
   return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
-
-
-# The unrolled copy of a train step, compiled for the estimate (albert_jax/plan/planner.py).
-
-
-def start(pool: concurrent.futures.Executor, cfg: ml_collections.ConfigDict,
-          devices: Sequence[Any]) -> concurrent.futures.Future:
-  """Lowers the train step of `cfg` with every loop unrolled and compiles it on `pool`.
-
-  Unrolled: `model.scan_unroll=num_hidden_layers` (the depth scans as straight-line code) and the
-  microbatch scan unrolled (trainer.make_train_step), so cost_analysis() counts every layer and
-  microbatch. Lowering (tracing) stays on the calling thread; only XLA's compile, which releases
-  the GIL, runs on `pool`. The future gives trainer.try_compile's (executable or message, seconds).
-  """
-  cfg = copy.deepcopy(cfg)
-  cfg.model.scan_unroll = cfg.model.num_hidden_layers
-  job = pretrain.build_job(cfg, devices)
-  shardings, state, batch, rng = job.abstract_step_args()
-  lowered = trainer.lower_step(job.jitted_train_step(shardings, unroll=True), job.mesh, job.rules,
-                               state, batch, rng)
-  return pool.submit(trainer.try_compile, lowered)
-
-
-def collect(future: concurrent.futures.Future, spec: tpu_specs.TpuSpec,
-            analytic_per_device: float) -> tuple[Optional[Roofline], float, str]:
-  """(roofline or None, compile seconds, why there is none) of a `start`ed compile."""
-  compiled, seconds = future.result()
-  if isinstance(compiled, str):
-    return None, seconds, f"the unrolled copy did not compile: {compiled}"
-  flops, bytes_accessed = from_compiled(compiled)
-  if not flops or not bytes_accessed:
-    return None, seconds, "cost_analysis() of the unrolled copy gave no FLOPs or bytes"
-  kernels = compiled.as_text().count('custom_call_target="tpu_custom_call"')
-  return roofline(flops, bytes_accessed, analytic_per_device, spec, kernels), seconds, ""

@@ -65,11 +65,10 @@ class Job:
     return (shardings, state, self.abstract_batch(),
             jax.ShapeDtypeStruct(self.rng.shape, self.rng.dtype))
 
-  def jitted_train_step(self, state_shardings, unroll: bool = False):
-    """The jitted step; `unroll`: the microbatch loop unrolled (for cost analysis, see
-    trainer.make_train_step)."""
+  def jitted_train_step(self, state_shardings):
+    """The jitted step."""
     step = trainer.make_train_step(self.objective, self.tx, self.learning_rate_fn,
-                                   self.config.training.microbatches, unroll=unroll)
+                                   self.config.training.microbatches)
     return trainer.jit_train_step(step, state_shardings, self.mesh)
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:

@@ -126,14 +126,8 @@ def split_microbatches(batch: Batch, num: int) -> Batch:
 
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation,
-                    learning_rate_fn: Callable[[Array], Array], microbatches: int = 1,
-                    unroll: bool = False):
-  """(state, batch, rng) -> (state, metrics). Non-finite loss or gradients skip the update.
-
-  `unroll` writes the microbatch loop as straight-line code instead of a while loop: the same
-  arithmetic, but XLA's cost_analysis() (which counts a loop body once) then counts every
-  microbatch. Training keeps the loop, whose compile time does not grow with `microbatches`.
-  """
+                    learning_rate_fn: Callable[[Array], Array], microbatches: int = 1):
+  """(state, batch, rng) -> (state, metrics). Non-finite loss or gradients skip the update."""
 
   def step_fn(state: TrainState, batch: Batch, rng: Array):
     rng = jax.random.fold_in(rng, state.step)
@@ -158,17 +152,7 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
       first = jax.tree.map(lambda x: x[0], split)
       zeros = jax.tree.map(jnp.zeros_like,
                            jax.eval_shape(grads_and_sums, state.params, first, rng))
-      if unroll:
-        carry = zeros
-        for index in range(microbatches):
-          # Microbatch `index` waits for the sum so far, so that one microbatch's activations live
-          # at a time as in the loop (independent microbatches would be scheduled side by side).
-          carry, micro = jax.lax.optimization_barrier(
-              (carry, jax.tree.map(lambda x, i=index: x[i], split)))
-          carry, _ = accumulate(carry, (index, micro))
-        grads, sums = carry
-      else:
-        (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
 
     loss = sums.pop("loss")
     grad_norm = optax.global_norm(grads)
