@@ -11,7 +11,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+from tests import xla_env  # noqa: E402  (only os: before jax)
+
+os.environ["XLA_FLAGS"] = xla_env.xla_flags(1)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 from etils import epath  # noqa: E402

@@ -16,10 +16,10 @@ import os
 import shutil
 import tempfile
 
-# Optimization level 0: LLVM's passes take about half of a small step's compile time on the CPU,
-# and the suite's steps are tiny and few, so compiling dominates running.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      + os.environ.get("ALBERT_JAX_TEST_XLA_OPT", "--xla_backend_optimization_level=0"))
+from tests import xla_env
+
+# 8 fake devices, optimization level 0 (tests/xla_env.py).
+os.environ.setdefault("XLA_FLAGS", xla_env.xla_flags(8))
 
 _OWN_CACHE = None
 if os.environ.get("ALBERT_JAX_TEST_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:

@@ -16,7 +16,9 @@ import re
 import sys
 
 SPEC = json.loads(sys.argv[1])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={SPEC['devices']}"
+from tests import xla_env  # noqa: E402  (only os: before jax)
+
+os.environ["XLA_FLAGS"] = xla_env.xla_flags(SPEC["devices"])
 os.environ["JAX_PLATFORMS"] = "cpu"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+from tests import xla_env  # noqa: E402  (only os: before jax)
+
+os.environ["XLA_FLAGS"] = xla_env.xla_flags(2)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

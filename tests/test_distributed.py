@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from albert_jax.train import distributed
+from tests import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +56,7 @@ def test_two_processes_from_the_documented_environment_variables():
           "print('process', jax.process_index(), 'of', jax.process_count())")
   procs = [subprocess.Popen(
       [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+      text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_env.xla_flags(1),
                           JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                           JAX_PROCESS_ID=str(i))) for i in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]

@@ -11,10 +11,11 @@ import pytest
 
 from experiments import params_table
 from experiments import sweeps
+from tests import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+ENV = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(1), JAX_PLATFORMS="cpu")
 
 
 def test_every_sweep_builds_valid_configs():
@@ -185,7 +186,7 @@ def test_bench_train_speed_breakdown_on_a_two_device_mesh():
   out = subprocess.run([sys.executable, "-m", "experiments.bench_train", "speed",
                         "--config=configs/pretrain.py:size=base,runlocal", "--steps=1",
                         "--breakdown"], cwd=REPO, capture_output=True, text=True,
-                       env=dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+                       env=dict(ENV, XLA_FLAGS=xla_env.xla_flags(2)))
   assert out.returncode == 0, out.stderr[-3000:]
   assert "device: cpu x2" in out.stdout and "-> MFU" in out.stdout
   for part in ("train step", "forward + backward", "| forward |", "dense matmuls alone",

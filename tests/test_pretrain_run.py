@@ -14,9 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests import xla_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One process, one device: the runs here are about the loop, not sharding.
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+ENV = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(1), JAX_PLATFORMS="cpu")
 
 
 def driver(workdir, records, *extra, check=True):

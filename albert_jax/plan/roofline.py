@@ -8,7 +8,8 @@ and the model FLOPs utilization it can reach is at most (the "MFU ceiling")
     analytic FLOPs / (that time x peak),
 analytic FLOPs being the model's own (metrics.pretraining_flops_per_example): XLA's FLOPs also
 count elementwise work and rematerialization, which MFU does not credit. The arithmetic intensity
-FLOPs / bytes against the chip's ridge, peak / bandwidth, says which bound applies.
+FLOPs / bytes against the chip's ridge, peak / bandwidth, says which bound applies (FLOPs being
+the larger of XLA's and the analytic count, as in the compute time).
 
 These are the compiler's estimates, never measurements: XLA's cost model does not know about
 overlap, stalls or collectives' latency, so a real step is usually slower. XLA counts a while-loop
@@ -132,8 +133,8 @@ def report_lines(r: Roofline, spec: tpu_specs.TpuSpec) -> list[str]:
       f"  intensity       {r.intensity:.3g} FLOP/byte (the same FLOPs), {side} the chip's ridge "
       f"of {r.ridge:.0f} (peak / bandwidth): {r.bound}-bound",
       f"  MFU ceiling     {r.mfu_ceiling:.1%} = analytic FLOPs / (max(compute, HBM time) x peak)"
-  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls in the program (splash or fused_tpu attention): "
-        "cost_analysis() does not see their FLOPs, so XLA FLOPs and compute time are undercounted"]
+  ] + ([f"  note: {r.kernel_calls} Pallas kernel calls in the program (splash or fused_tpu "
+        "attention): cost_analysis() does not see their FLOPs, so XLA FLOPs are undercounted"]
        if r.kernel_calls else [])
 
 
