@@ -16,7 +16,7 @@ import re
 import sys
 
 SPEC = json.loads(sys.argv[1])
-from tests import xla_env  # noqa: E402  (only os: before jax)
+from tests import xla_env  # imports only os: XLA_FLAGS is set before jax
 
 os.environ["XLA_FLAGS"] = xla_env.xla_flags(SPEC["devices"])
 os.environ["JAX_PLATFORMS"] = "cpu"

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from tests import xla_env  # noqa: E402  (only os: before jax)
+from tests import xla_env  # imports only os: XLA_FLAGS is set before jax
 
 os.environ["XLA_FLAGS"] = xla_env.xla_flags(2)
 os.environ["JAX_PLATFORMS"] = "cpu"

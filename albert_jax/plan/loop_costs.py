@@ -81,6 +81,11 @@ def _root(lines: list[str]) -> str:
   return next(l for l in lines if l.lstrip().startswith("ROOT "))
 
 
+def _root_name(lines: list[str]) -> str:
+  """The ROOT instruction's name of a computation."""
+  return _INSTRUCTION.match(_root(lines))[1]
+
+
 def _resolve(comps, instructions, name: str) -> tuple[str, list[str], str]:
   """(opcode, operands, line) of `name`; a fusion that only wraps one instruction of its
   parameters (as the CPU compiler wraps a compare or an add) stands for that instruction."""
@@ -88,7 +93,7 @@ def _resolve(comps, instructions, name: str) -> tuple[str, list[str], str]:
   called = re.search(r"calls=%([^,\s]+)", line) if opcode == "fusion" else None
   if called:
     inner = _instructions(comps[called.group(1)])
-    root = inner[_INSTRUCTION.match(_root(comps[called.group(1)]))[1]]
+    root = inner[_root_name(comps[called.group(1)])]
     params = {n: int(re.search(r"parameter\((\d+)\)", l).group(1))
               for n, (op, _, l) in inner.items() if op == "parameter"}
     if all(o in params for o in root[1]):
@@ -127,7 +132,7 @@ def _trip_count(comps, parent, loop: str) -> int:
   cond_name, body_name = _WHILE.search(line).groups()
   cond = _instructions(comps[cond_name])
   why = f"loop {loop!r} (condition {cond_name!r})"
-  opcode, operands, compare = _resolve(comps, cond, _INSTRUCTION.match(_root(comps[cond_name]))[1])
+  opcode, operands, compare = _resolve(comps, cond, _root_name(comps[cond_name]))
   direction = _DIRECTION.search(compare) if opcode == "compare" else None
   if not direction:
     raise LoopCostError(f"{why}: the condition is not counter < constant")
