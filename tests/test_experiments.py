@@ -145,7 +145,11 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path):
   sets = ["training.total_steps=4", "training.log_every_steps=2", "training.eval_every_steps=4",
           "training.checkpoint_every_steps=4", "optimizer.warmup_steps=1",
           "data.spm_vocab_size=1000", "model.vocab_size=1000",
-          f"data.corpus={corpus}/tutorial.txt", f"data.eval_corpus={corpus}/faq.txt"]
+          f"data.corpus={corpus}/tutorial.txt", f"data.eval_corpus={corpus}/faq.txt",
+          # Short sequences and batches: the 8 runs' steps and evaluations cost little.
+          "data.max_seq_length=32", "data.max_predictions_per_seq=5",
+          "training.global_batch_size=4", "training.eval_batch_size=4",
+          "training.eval_max_batches=1"]
   launch = [sys.executable, "-m", "experiments.launch", "--sweep=table4", f"--root={tmp_path}",
             "--runlocal"] + [f"--set={s}" for s in sets]
   first = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV)

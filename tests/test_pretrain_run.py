@@ -221,7 +221,10 @@ def test_demo_config_through_main(tmp_path):
          f"--config.data.eval_corpus={corpus}/faq.txt",
          "--config.training.log_every_steps=2", "--config.training.eval_every_steps=4",
          "--config.training.checkpoint_every_steps=4", "--config.data.spm_vocab_size=1000",
-         "--config.model.vocab_size=1000", "--config.optimizer.warmup_steps=1"]
+         "--config.model.vocab_size=1000", "--config.optimizer.warmup_steps=1",
+         # Smaller batches and data: this test is about the entry point, not the learning.
+         "--config.data.dupe_factor=1", "--config.training.global_batch_size=8",
+         "--config.training.eval_batch_size=8", "--config.training.eval_max_batches=2"]
   start = time.time()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
   assert proc.returncode == 0, proc.stderr
