@@ -238,8 +238,8 @@ def test_ids_equal_raw_sentencepiece_after_preprocessing(tokenizer, text):
 def test_hf_from_pretrained_tokenizes_user_symbols_as_sentencepiece(tokenizer,
                                                                   hf_tokenizer_from_folder):
   """transformers 5.25 (pinned in requirements-test.txt) keeps the user-defined symbols
-  ( ) " - . – £ € as SentencePiece does; the earlier v5 release the suite ran with
-  before turned them into added tokens and split the text around them ("a (b) c" -> "(", "▁b";
+  ( ) " - . – £ € as SentencePiece does; an earlier v5 release, which the suite ran with before
+  the pin, turned them into added tokens and split the text around them ("a (b) c" -> "(", "▁b";
   docs/data.md)."""
   hf = hf_tokenizer_from_folder
   text = "a (b) c"
