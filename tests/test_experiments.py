@@ -150,13 +150,13 @@ def test_table4_rehearsal_launch_collect_table_plot(tmp_path, capsys):
           "data.max_seq_length=32", "data.max_predictions_per_seq=5",
           "training.global_batch_size=4", "training.eval_batch_size=4",
           "training.eval_max_batches=1"]
-  launch = [sys.executable, "-m", "experiments.launch", "--sweep=table4", f"--root={tmp_path}",
-            "--runlocal"] + [f"--set={s}" for s in sets]
-  first = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, env=ENV)
+  args = ["--sweep=table4", f"--root={tmp_path}", "--runlocal"] + [f"--set={s}" for s in sets]
+  first = subprocess.run([sys.executable, "-m", "experiments.launch", *args], cwd=REPO,
+                         capture_output=True, text=True, env=ENV)
   assert first.returncode == 0, first.stderr[-3000:]
   assert first.stdout.count("training in") == 8
   # Launched again (in process: the first launch was the real entry point), every run is skipped.
-  status, out, err = launch_in_process(capsys, *launch[3:])
+  status, out, err = launch_in_process(capsys, *args)
   assert status == 0, err
   assert out.count("finished earlier: skipped") == 8
 
